@@ -1,0 +1,415 @@
+"""``vip-skeleton check``: a preflight of the platform's rules against a running app or a project.
+
+Every probe sends real requests: the health check goes out as the literal request target
+``/cache-healthcheck?`` through ``http.client`` (``requests`` would strip the ``?``), WebSocket
+handshakes go over a raw socket so the exact status is seen, and the shutdown test holds real
+``websockets`` clients open while the app receives SIGTERM.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Literal
+from urllib.parse import urlsplit
+
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from vip_skeleton.errors import CliError
+from vip_skeleton.project import read_answers
+
+Status = Literal["pass", "warn", "fail", "skip"]
+
+HEALTH_PATH = "/cache-healthcheck?"
+HEALTH_WARN_MS = 100.0
+HEALTH_FAIL_MS = 200.0
+HOME_WARN_MS = 1000.0
+HOME_FAIL_MS = 2000.0
+READY_WARN_S = 3.0
+READY_TIMEOUT_S = 20.0
+SHUTDOWN_LIMIT_S = 10.0
+SHUTDOWN_CODES = (1001, 1012)
+VALID_WS_PATHS = ("/_ws/", "/_ws/preflight/check")
+INVALID_WS_PATHS = ("/_ws", "/ws/", "/socket.io", "/liveblog/_ws/", "/")
+SIGTERM_CLIENTS = 3
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """The outcome of one platform rule.
+
+    Attributes:
+        rule: short rule name (``health-get``, ``ws-invalid``, ...).
+        requirement: the platform requirement numbers it checks (``R12 R14``).
+        status: ``pass``, ``warn``, ``fail``, or ``skip`` when it does not apply to the target.
+        detail: one line saying what was seen.
+    """
+
+    rule: str
+    requirement: str
+    status: Status
+    detail: str
+
+
+@dataclass(frozen=True)
+class Report:
+    """All rule outcomes for one target.
+
+    Attributes:
+        target: the URL or project directory checked.
+        url: the base URL the probes used.
+        results: one result per rule, in check order.
+    """
+
+    target: str
+    url: str
+    results: list[RuleResult]
+
+    @property
+    def ok(self) -> bool:
+        """Tell whether no rule failed (warnings pass)."""
+        return all(r.status != "fail" for r in self.results)
+
+    def as_json(self) -> dict[str, object]:
+        """Return the report as JSON-ready data."""
+        return {
+            "target": self.target,
+            "url": self.url,
+            "ok": self.ok,
+            "results": [asdict(r) for r in self.results],
+        }
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the app listens.
+
+    Attributes:
+        host: host name or address.
+        port: TCP port.
+    """
+
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        """The base ``http://`` URL."""
+        return f"http://{self.host}:{self.port}"
+
+
+def parse_url(url: str) -> Endpoint:
+    """Return the endpoint of a plain ``http://`` URL.
+
+    Raises:
+        CliError: another scheme or a missing host.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise CliError(f"{url!r} is not an http:// URL (the platform terminates TLS; apps speak HTTP)")
+    try:
+        port = parts.port or 80
+    except ValueError as exc:
+        raise CliError(f"{url!r} has an invalid port") from exc
+    return Endpoint(parts.hostname, port)
+
+
+def _http(endpoint: Endpoint, method: str, path: str, timeout: float = 10.0) -> tuple[int, str, float]:
+    """Send one request on a fresh connection; return status, Location header and elapsed ms."""
+    started = time.perf_counter()
+    conn = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=timeout)
+    try:
+        conn.request(method, path, headers={"User-Agent": "vip-skeleton-check"})
+        response = conn.getresponse()
+        response.read()
+        return response.status, response.getheader("Location") or "", (
+            time.perf_counter() - started
+        ) * 1000
+    finally:
+        conn.close()
+
+
+def ws_handshake_status(endpoint: Endpoint, path: str, timeout: float = 5.0) -> int | None:
+    """Send a WebSocket opening handshake for ``path``; return the response status.
+
+    Returns ``None`` when the server closes the connection without an HTTP response.
+    """
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {endpoint.host}:{endpoint.port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as sock:
+        sock.sendall(request.encode())
+        data = b""
+        while b"\r\n" not in data:
+            chunk = sock.recv(1024)
+            if not chunk:
+                return None
+            data += chunk
+    fields = data.split(b"\r\n", 1)[0].split()
+    return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+
+
+def check_health(endpoint: Endpoint, method: str, samples: int = 5) -> RuleResult:
+    """R12/R14/R15: ``method /cache-healthcheck?`` answers 200 without redirect, fast.
+
+    Timing is the median of ``samples`` requests on fresh connections, end to end.
+    """
+    rule = f"health-{method.lower()}"
+    timings: list[float] = []
+    for _ in range(samples):
+        try:
+            status, location, ms = _http(endpoint, method, HEALTH_PATH)
+        except OSError as exc:
+            return RuleResult(rule, "R12", "fail", f"{method} {HEALTH_PATH}: {exc or 'no response'}")
+        if status != 200 or location:
+            where = f" -> {location}" if location else ""
+            return RuleResult(rule, "R12", "fail", f"{method} {HEALTH_PATH} answered {status}{where}, not 200")
+        timings.append(ms)
+    median = statistics.median(timings)
+    detail = f"200 in {median:.0f} ms (median of {samples}, max {max(timings):.0f} ms)"
+    if median > HEALTH_FAIL_MS:
+        return RuleResult(rule, "R14", "fail", f"{detail}; must be under {HEALTH_FAIL_MS:.0f} ms")
+    if median > HEALTH_WARN_MS:
+        return RuleResult(rule, "R14", "warn", f"{detail}; should be under {HEALTH_WARN_MS:.0f} ms")
+    return RuleResult(rule, "R12 R14", "pass", detail)
+
+
+def check_home(endpoint: Endpoint) -> RuleResult:
+    """R16: ``GET /`` answers 200 within 1 s (warn), 2 s (fail), without a redirect."""
+    try:
+        status, location, ms = _http(endpoint, "GET", "/")
+    except OSError as exc:
+        return RuleResult("home", "R16", "fail", f"GET /: {exc or 'no response'}")
+    if status >= 500:
+        return RuleResult("home", "R16", "fail", f"GET / answered {status}")
+    if status != 200:
+        where = f" -> {location}" if location else ""
+        return RuleResult("home", "R16", "warn", f"GET / answered {status}{where}, not 200")
+    if ms > HOME_FAIL_MS:
+        return RuleResult("home", "R16", "fail", f"200 in {ms:.0f} ms; must be under 2 s")
+    if ms > HOME_WARN_MS:
+        return RuleResult("home", "R16", "warn", f"200 in {ms:.0f} ms; should be under 1 s")
+    return RuleResult("home", "R16", "pass", f"200 in {ms:.0f} ms")
+
+
+def check_ws_valid(endpoint: Endpoint, paths: tuple[str, ...]) -> RuleResult:
+    """R32/R33: handshakes on allowed paths are accepted (101)."""
+    bad = []
+    for path in paths:
+        try:
+            status = ws_handshake_status(endpoint, path)
+        except OSError as exc:
+            return RuleResult("ws-valid", "R32", "fail", f"{path}: {exc or 'no response'}")
+        if status != 101:
+            bad.append(f"{path} -> {status or 'closed'}")
+    if bad:
+        return RuleResult("ws-valid", "R32", "fail", "upgrade refused: " + ", ".join(bad))
+    return RuleResult("ws-valid", "R32", "pass", "101 on " + ", ".join(paths))
+
+
+def check_ws_invalid(endpoint: Endpoint, paths: tuple[str, ...]) -> RuleResult:
+    """R32: handshakes on any other path are refused (anything but 101)."""
+    accepted, seen = [], []
+    for path in paths:
+        try:
+            status = ws_handshake_status(endpoint, path)
+        except OSError:
+            status = None
+        seen.append(f"{path} -> {status or 'closed'}")
+        if status == 101:
+            accepted.append(path)
+    if accepted:
+        return RuleResult(
+            "ws-invalid", "R32", "fail", "upgrade accepted on invalid path " + ", ".join(accepted)
+        )
+    return RuleResult("ws-invalid", "R32", "pass", "refused: " + ", ".join(seen))
+
+
+def check_ws_plain_get(endpoint: Endpoint) -> RuleResult:
+    """R33: a plain GET (no Upgrade) on a WebSocket path is not answered 101 or 2xx."""
+    try:
+        status, _, _ = _http(endpoint, "GET", VALID_WS_PATHS[0])
+    except OSError as exc:
+        return RuleResult("ws-plain-get", "R33", "pass", f"connection refused the request: {exc}")
+    if status == 101 or 200 <= status < 300:
+        return RuleResult("ws-plain-get", "R33", "fail", f"GET {VALID_WS_PATHS[0]} without Upgrade answered {status}")
+    return RuleResult("ws-plain-get", "R33", "pass", f"GET {VALID_WS_PATHS[0]} without Upgrade answered {status}")
+
+
+def check_running(endpoint: Endpoint, *, socketio: bool | None) -> list[RuleResult]:
+    """Run the HTTP and WebSocket rules against an app listening at ``endpoint``.
+
+    ``socketio`` says whether ``/socket.io/`` upgrades must be accepted (``True``), refused
+    (``False``) or are not checked (``None``, for a URL target whose answers are unknown).
+    """
+    valid = VALID_WS_PATHS + (("/socket.io/",) if socketio else ())
+    invalid = INVALID_WS_PATHS + (("/socket.io/",) if socketio is False else ())
+    return [
+        check_health(endpoint, "GET"),
+        check_health(endpoint, "HEAD"),
+        check_home(endpoint),
+        check_ws_valid(endpoint, valid),
+        check_ws_invalid(endpoint, invalid),
+        check_ws_plain_get(endpoint),
+    ]
+
+
+def free_port() -> int:
+    """Return a TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _interpreter(project: Path) -> tuple[str, dict[str, str]]:
+    """Return the project's Python and the extra environment it needs to import the package."""
+    venv = project / ".venv" / "bin" / "python"
+    if venv.is_file():
+        return str(venv), {}
+    path = os.pathsep.join(p for p in (str(project / "src"), os.environ.get("PYTHONPATH")) if p)
+    return sys.executable, {"PYTHONPATH": path}
+
+
+def _last_line(log: IO[str]) -> str:
+    log.seek(0)
+    lines = [line.strip() for line in log.read().splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], endpoint: Endpoint, log: IO[str]) -> float | str:
+    """Wait until ``endpoint`` accepts TCP connections; return seconds taken, or why not."""
+    started = time.monotonic()
+    while time.monotonic() - started < READY_TIMEOUT_S:
+        if proc.poll() is not None:
+            return f"the app exited with status {proc.returncode} before listening: {_last_line(log)}"
+        with contextlib.suppress(OSError), socket.create_connection((endpoint.host, endpoint.port), 0.2):
+            return time.monotonic() - started
+        time.sleep(0.05)
+    return f"nothing listens on PORT={endpoint.port} after {READY_TIMEOUT_S:.0f} s (does the app read PORT?)"
+
+
+def _hold(client: ClientConnection, codes: list[int | None]) -> None:
+    """Read from ``client`` until the server closes it; record the close code (None: no frame)."""
+    try:
+        while True:
+            client.recv()
+    except ConnectionClosed as exc:
+        codes.append(exc.rcvd.code if exc.rcvd is not None else None)
+
+
+def check_sigterm(proc: subprocess.Popen[bytes], endpoint: Endpoint) -> RuleResult:
+    """R18/R39: on SIGTERM open clients get close code 1001 or 1012 and the process exits in 10 s."""
+    url = f"ws://{endpoint.host}:{endpoint.port}{VALID_WS_PATHS[1]}"
+    try:
+        clients = [connect(url, open_timeout=5, close_timeout=1) for _ in range(SIGTERM_CLIENTS)]
+    except (OSError, ConnectionClosed, Exception) as exc:  # websockets raises InvalidHandshake too
+        return RuleResult("sigterm", "R18 R39", "fail", f"cannot open WebSocket clients on {url}: {exc}")
+    codes: list[int | None] = []
+    threads = [threading.Thread(target=_hold, args=(c, codes), daemon=True) for c in clients]
+    for thread in threads:
+        thread.start()
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=SHUTDOWN_LIMIT_S)
+    except subprocess.TimeoutExpired:
+        pass
+    elapsed = time.monotonic() - started
+    for thread in threads:
+        thread.join(timeout=1)
+    for client in clients:
+        client.close()
+    shown = ", ".join(str(c) if c is not None else "none (TCP dropped)" for c in codes) or "none"
+    if proc.returncode is None:
+        return RuleResult("sigterm", "R18", "fail", f"still running {SHUTDOWN_LIMIT_S:.0f} s after SIGTERM; close codes: {shown}")
+    if len(codes) < len(clients) or any(c not in SHUTDOWN_CODES for c in codes):
+        return RuleResult("sigterm", "R39", "fail", f"clients closed with {shown}; expected 1001 or 1012")
+    if proc.returncode not in (0, -signal.SIGTERM, 128 + signal.SIGTERM):
+        return RuleResult("sigterm", "R18", "fail", f"exited with status {proc.returncode} after SIGTERM")
+    return RuleResult(
+        "sigterm", "R18 R39", "pass", f"{len(codes)} clients closed with {shown}; exited {proc.returncode} in {elapsed:.1f} s"
+    )
+
+
+@contextlib.contextmanager
+def _started(project: Path, port: int) -> Iterator[tuple[subprocess.Popen[bytes], IO[str]]]:
+    """Start the project's app with ``PORT`` set; kill what is left of it on exit."""
+    answers = read_answers(project)
+    package = answers.get("package_name")
+    if not isinstance(package, str) or not package:
+        raise CliError(f"{project} records no package_name in its answers file")
+    python, extra = _interpreter(project)
+    env = {**os.environ, **extra, "PORT": str(port), "PYTHONUNBUFFERED": "1"}
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(
+            [python, "-m", package],
+            cwd=project,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        try:
+            yield proc, log
+        finally:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def check_project(project: Path, progress: Callable[[str], None]) -> Report:
+    """Start the project's app on a random ``PORT`` and run every rule, SIGTERM last."""
+    answers = read_answers(project)
+    socketio = answers.get("socketio_paths")
+    port = free_port()
+    endpoint = Endpoint("127.0.0.1", port)
+    results: list[RuleResult] = []
+    progress(f"starting the app with PORT={port}")
+    with _started(project, port) as (proc, log):
+        ready = _wait_ready(proc, endpoint, log)
+        if isinstance(ready, str):
+            results.append(RuleResult("port", "R1", "fail", ready))
+            return Report(str(project), endpoint.url, results)
+        results.append(RuleResult("port", "R1", "pass", f"listening on PORT={port}"))
+        status: Status = "pass" if ready <= READY_WARN_S else "warn"
+        results.append(RuleResult("startup", "R10", status, f"accepting connections after {ready:.1f} s"))
+        progress("probing HTTP and WebSocket rules")
+        results.extend(check_running(endpoint, socketio=socketio if isinstance(socketio, bool) else None))
+        progress("sending SIGTERM with WebSocket clients open")
+        results.append(check_sigterm(proc, endpoint))
+    return Report(str(project), endpoint.url, results)
+
+
+def check_url(url: str, progress: Callable[[str], None]) -> Report:
+    """Run the rules that apply to an already running app at ``url``."""
+    endpoint = parse_url(url)
+    progress(f"probing {endpoint.url}")
+    try:
+        socket.create_connection((endpoint.host, endpoint.port), timeout=5).close()
+    except OSError as exc:
+        raise CliError(f"cannot connect to {endpoint.url}: {exc}") from exc
+    results = check_running(endpoint, socketio=None)
+    skipped = "only checked for a project directory, which check starts itself"
+    results.insert(0, RuleResult("port", "R1", "skip", skipped))
+    results.append(RuleResult("sigterm", "R18 R39", "skip", skipped))
+    return Report(url, endpoint.url, results)

@@ -1,0 +1,199 @@
+"""The ``vip-skeleton`` command line: generate, update and preflight-check projects.
+
+Every failure is printed as one ``error: ...`` line on standard error with a non-zero exit code;
+set ``VIP_SKELETON_DEBUG=1`` to get a traceback for an unexpected one instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vip_skeleton import __version__, check, project
+from vip_skeleton.errors import CliError
+
+app = typer.Typer(
+    name="vip-skeleton",
+    help="Generate, update and preflight-check Python real-time apps for VIP-style platforms.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+DataOption = Annotated[
+    list[str] | None,
+    typer.Option("--data", "-d", metavar="KEY=VALUE", help="Answer a question (repeatable)."),
+]
+DataFileOption = Annotated[
+    Path | None,
+    typer.Option("--data-file", help="YAML file of answers; --data wins over it.", dir_okay=False),
+]
+VcsRefOption = Annotated[
+    str | None, typer.Option("--vcs-ref", help="Template git ref (tag, branch or commit) to use.")
+]
+TrustOption = Annotated[
+    bool,
+    typer.Option("--trust", help="Allow a --template's tasks and migrations (the bundled one is trusted)."),
+]
+
+
+@contextmanager
+def reported() -> Iterator[None]:
+    """Turn every failure into one ``error:`` line and a non-zero exit code."""
+    try:
+        yield
+    except CliError as exc:
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("[red]error:[/red] interrupted", soft_wrap=True)
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        if os.environ.get("VIP_SKELETON_DEBUG"):
+            raise
+        message = f"unexpected {type(exc).__name__}: {project.one_line(exc)}"
+        err.print(f"[red]error:[/red] {message} (VIP_SKELETON_DEBUG=1 shows a traceback)", soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"vip-skeleton {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    ] = False,
+) -> None:
+    """Generate, update and preflight-check Python real-time apps for VIP-style platforms."""
+
+
+@app.command()
+def new(
+    dest: Annotated[Path, typer.Argument(help="Directory to create the project in.")],
+    defaults: Annotated[
+        bool, typer.Option("--defaults", help="Use defaults for every question not given with --data.")
+    ] = False,
+    data: DataOption = None,
+    data_file: DataFileOption = None,
+    template: Annotated[
+        str | None,
+        typer.Option("--template", help="Template source (path or git URL) instead of the bundled one."),
+    ] = None,
+    vcs_ref: VcsRefOption = None,
+    trust: TrustOption = False,
+) -> None:
+    """Generate a project in DEST, asking copier's questions (works offline)."""
+    with reported():
+        answers = project.parse_data(data or [], data_file)
+        project.new_project(
+            dest.absolute(),
+            data=answers,
+            defaults=defaults,
+            template=template,
+            vcs_ref=vcs_ref,
+            trust=trust,
+        )
+
+
+@app.command()
+def update(
+    dest: Annotated[Path, typer.Argument(help="The project to update.")] = Path(),
+    conflict: Annotated[
+        project.Conflict,
+        typer.Option(
+            "--conflict", help="inline: conflict markers in the file; rej: a .rej file beside it."
+        ),
+    ] = "inline",
+    vcs_ref: VcsRefOption = None,
+    pretend: Annotated[bool, typer.Option("--pretend", help="Show what would change; write nothing.")] = False,
+    data: DataOption = None,
+    data_file: DataFileOption = None,
+    trust: TrustOption = False,
+) -> None:
+    """Merge the newest template (or --vcs-ref) into DEST, keeping the project's own changes.
+
+    DEST must be a git work tree without uncommitted changes. Recorded answers are kept unless
+    --data gives new ones.
+    """
+    with reported():
+        answers = project.parse_data(data or [], data_file)
+        conflicts = project.update_project(
+            dest,
+            data=answers,
+            conflict=conflict,
+            vcs_ref=vcs_ref,
+            pretend=pretend,
+            trust=trust,
+        )
+        if conflicts:
+            err.print(
+                f"[yellow]warning:[/yellow] resolve the conflicts in {', '.join(conflicts)} before committing",
+                soft_wrap=True,
+            )
+
+
+@app.command("check-update")
+def check_update(
+    dest: Annotated[Path, typer.Argument(help="The project to look at.")] = Path(),
+) -> None:
+    """Say whether a newer template version exists (exit code 2 when one does)."""
+    with reported():
+        status = project.check_update(dest)
+        if status.available:
+            out.print(f"template {status.latest} is available; this project uses {status.current}")
+            raise typer.Exit(2)
+        out.print(f"up to date: this project uses template {status.current}")
+
+
+def _render(report: check.Report) -> None:
+    styles = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
+    table = Table(title=f"vip-skeleton check {report.target} ({report.url})")
+    table.add_column("rule")
+    table.add_column("req")
+    table.add_column("status")
+    table.add_column("detail", overflow="fold")
+    for r in report.results:
+        table.add_row(r.rule, r.requirement, f"[{styles[r.status]}]{r.status}[/]", r.detail)
+    out.print(table)
+    verdict = "[green]all rules pass[/]" if report.ok else "[red]some rules fail[/]"
+    out.print(verdict)
+
+
+@app.command("check")
+def check_command(
+    target: Annotated[str, typer.Argument(help="URL of a running app, or a project directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Preflight-check the platform's rules; exit code 1 when any rule fails.
+
+    For a project directory the app is started with its own interpreter on a random PORT, and
+    SIGTERM handling is checked last.
+    """
+    with reported():
+        with err.status("checking", spinner="dots") as status:
+            progress: Callable[[str], None] = lambda text: status.update(text)  # noqa: E731
+            if Path(target).is_dir():
+                report = check.check_project(Path(target).absolute(), progress)
+            else:
+                report = check.check_url(target, progress)
+        if as_json:
+            typer.echo(json.dumps(report.as_json(), indent=2))
+        else:
+            _render(report)
+    if not report.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,287 @@
+"""Generate and update projects through copier's API, turning its failures into ``CliError``."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import copier
+import yaml
+from copier.errors import CopierError, UnsafeTemplateError
+from packaging.version import InvalidVersion, Version
+from plumbum import ProcessExecutionError
+
+from vip_skeleton import source
+from vip_skeleton.errors import CliError
+
+ANSWERS_FILE = ".copier-answers.yml"
+Conflict = Literal["inline", "rej"]
+
+
+def one_line(exc: BaseException) -> str:
+    """Return the exception's message collapsed to one line (its class name when it has none)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+@contextmanager
+def copier_errors() -> Iterator[None]:
+    """Re-raise copier's, git's and the file system's failures as one-line ``CliError``\\ s."""
+    try:
+        yield
+    except CliError:
+        raise
+    except UnsafeTemplateError as exc:
+        raise CliError(f"{one_line(exc)}; rerun with --trust if you trust this template") from exc
+    except ProcessExecutionError as exc:
+        lines = (exc.stderr or exc.stdout or "").strip().splitlines() or [one_line(exc)]
+        raise CliError(f"{Path(str(exc.argv[0])).name} failed: {lines[-1].strip()}") from exc
+    except (CopierError, ValueError, TypeError, OSError) as exc:
+        raise CliError(one_line(exc)) from exc
+
+
+def parse_data(pairs: list[str], data_file: Path | None) -> dict[str, Any]:
+    """Merge ``--data-file`` (a YAML mapping) and ``--data KEY=VALUE`` pairs; pairs win.
+
+    Values stay strings: copier casts them to each question's type and validates them.
+
+    Raises:
+        CliError: a pair has no ``=``, or the file is unreadable or not a mapping.
+    """
+    data: dict[str, Any] = {}
+    if data_file is not None:
+        try:
+            loaded = yaml.safe_load(data_file.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise CliError(f"cannot read --data-file {data_file}: {one_line(exc)}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise CliError(f"--data-file {data_file} must hold a YAML mapping of answers")
+        data.update(loaded or {})
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise CliError(f"--data expects KEY=VALUE, got {pair!r}")
+        data[key.strip()] = value
+    return data
+
+
+def read_answers(dest: Path) -> dict[str, Any]:
+    """Return the recorded answers of the project in ``dest``.
+
+    Raises:
+        CliError: ``dest`` has no readable answers file.
+    """
+    path = dest / ANSWERS_FILE
+    if not path.is_file():
+        raise CliError(f"{dest} is not a generated project: it has no {ANSWERS_FILE}")
+    try:
+        answers = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise CliError(f"cannot read {path}: {one_line(exc)}") from exc
+    if not isinstance(answers, dict):
+        raise CliError(f"{path} is not a YAML mapping")
+    return answers
+
+
+def _template_url(template: str) -> str:
+    """Return ``template`` with a local path made absolute, so updates work from any directory."""
+    if re.match(r"^[a-z][a-z0-9+.-]*://|^[a-z]{2}:|^git@", template):
+        return template
+    path = Path(template).expanduser()
+    return str(path.resolve()) if path.exists() else template
+
+
+def new_project(
+    dest: Path,
+    *,
+    data: dict[str, Any],
+    defaults: bool,
+    template: str | None,
+    vcs_ref: str | None,
+    trust: bool,
+) -> None:
+    """Generate a project in ``dest`` from the bundled template, or from ``template`` if given.
+
+    The bundled template needs no ``--trust``: the CLI runs its own hooks.
+    """
+    if template is None:
+        bundled = source.bundled_source()
+        src, ref, unsafe = bundled.url, vcs_ref or bundled.tag, True
+    else:
+        src, ref, unsafe = _template_url(template), vcs_ref, trust
+    with copier_errors():
+        copier.run_copy(
+            src,
+            dest,
+            data=data,
+            defaults=defaults,
+            vcs_ref=ref,
+            unsafe=unsafe,
+        )
+
+
+def _git_lines(dest: Path, *args: str) -> list[str]:
+    done = subprocess.run(
+        ["git", "-C", str(dest), *args], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise CliError(
+            f"{dest} is not a git repository; copier updates need one: "
+            "run `git init && git add -A && git commit -m 'Generate project'` first"
+        )
+    return done.stdout.splitlines()
+
+
+def _require_clean_git(dest: Path) -> None:
+    """Refuse a project that is not a git work tree or has uncommitted changes."""
+    _git_lines(dest, "rev-parse", "--show-toplevel")
+    if _git_lines(dest, "status", "--porcelain", "--untracked-files=normal", "--", "."):
+        raise CliError(f"{dest} has uncommitted changes; commit or stash them, then retry")
+
+
+def _version(text: str) -> Version | None:
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What an update of one project will use.
+
+    Attributes:
+        ref: the template version to update to (``None``: copier picks the newest tag).
+        unsafe: whether copier may run the template's migrations without asking.
+        current: the template version that generated the project, as recorded.
+    """
+
+    ref: str | None
+    unsafe: bool
+    current: str
+
+
+def plan_update(dest: Path, vcs_ref: str | None, trust: bool) -> Plan:
+    """Check that ``dest`` can be updated and decide the source, version and trust.
+
+    For a project made from the bundled template, this installation's snapshot is imported first;
+    the recorded version must still be in the cache and must not be newer than the target.
+
+    Raises:
+        CliError: the project cannot be updated; the message says why and what to do.
+    """
+    answers = read_answers(dest)
+    src_path = str(answers.get("_src_path") or "")
+    current = str(answers.get("_commit") or "")
+    if not src_path or not current:
+        raise CliError(f"{dest / ANSWERS_FILE} does not record _src_path and _commit")
+    if not source.is_cache_url(src_path):
+        return Plan(ref=vcs_ref, unsafe=trust, current=current)
+    bundled = source.bundled_source()
+    if not source.has_revision(bundled.repo, current):
+        raise CliError(
+            f"template version {current}, which generated this project, is missing from the "
+            f"template cache {bundled.repo}; run `vip-skeleton check-update` once with "
+            f"vip-skeleton {current} installed (e.g. `pipx run vip-skeleton=={current} "
+            "check-update`) to restore it, then retry"
+        )
+    target = vcs_ref or bundled.tag
+    old, new = _version(current), _version(target)
+    if old is not None and new is not None and old > new:
+        raise CliError(
+            f"this project uses template {current}, newer than {target}; downgrades are not "
+            "supported: upgrade vip-skeleton or pass a newer --vcs-ref"
+        )
+    return Plan(ref=target, unsafe=True, current=current)
+
+
+def update_project(
+    dest: Path,
+    *,
+    data: dict[str, Any],
+    conflict: Conflict,
+    vcs_ref: str | None,
+    pretend: bool,
+    trust: bool,
+) -> list[str]:
+    """Update the project in ``dest`` with a three-way merge; return the files left in conflict.
+
+    Recorded answers are kept unless ``data`` gives new ones; new questions take their defaults.
+
+    Raises:
+        CliError: not a project, not a clean git work tree, a downgrade, or any copier failure.
+    """
+    dest = dest.resolve()
+    _require_clean_git(dest)
+    plan = plan_update(dest, vcs_ref, trust)
+    with copier_errors():
+        copier.run_update(
+            dest,
+            data=data,
+            defaults=True,
+            overwrite=True,
+            conflict=conflict,
+            vcs_ref=plan.ref,
+            pretend=pretend,
+            unsafe=plan.unsafe,
+        )
+    if pretend:
+        return []
+    unmerged = _git_lines(dest, "diff", "--name-only", "--diff-filter=U")
+    rejected = [line[3:] for line in _git_lines(dest, "status", "--porcelain", "--untracked-files=all")
+                if line.endswith(".rej")]
+    return sorted(set(unmerged) | set(rejected))
+
+
+@dataclass(frozen=True)
+class UpdateStatus:
+    """Whether a newer template version is available to a project.
+
+    Attributes:
+        current: the version that generated the project.
+        latest: the newest version ``update`` would move to.
+    """
+
+    current: str
+    latest: str
+
+    @property
+    def available(self) -> bool:
+        """Tell whether ``latest`` is a newer PEP 440 version than ``current``."""
+        old, new = _version(self.current), _version(self.latest)
+        return old is not None and new is not None and new > old
+
+
+def check_update(dest: Path) -> UpdateStatus:
+    """Compare the project's template version with the newest one ``update`` would use.
+
+    For the bundled template that is this installation's version; for another template, its
+    newest PEP 440 tag.
+
+    Raises:
+        CliError: not a project, or the template's tags cannot be listed.
+    """
+    answers = read_answers(dest)
+    src_path = str(answers.get("_src_path") or "")
+    current = str(answers.get("_commit") or "")
+    if not src_path or not current:
+        raise CliError(f"{dest / ANSWERS_FILE} does not record _src_path and _commit")
+    if source.is_cache_url(src_path):
+        return UpdateStatus(current=current, latest=source.bundled_source().tag)
+    done = subprocess.run(
+        ["git", "ls-remote", "--tags", "--refs", _template_url(src_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        detail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise CliError(f"cannot list the tags of {src_path}: {detail}")
+    tags = [line.rpartition("refs/tags/")[2] for line in done.stdout.splitlines()]
+    versions = sorted((v, t) for t in tags if (v := _version(t)) is not None and not v.is_prerelease)
+    return UpdateStatus(current=current, latest=versions[-1][1] if versions else current)

@@ -1,0 +1,53 @@
+"""Bench mode (``BENCH=1``): broadcasts on demand, for side-by-side fan-out benchmarks.
+
+``GET /_bench/start?count=M&interval_ms=I`` answers at once and then makes M broadcasts of
+``{"n": k, "t": <microseconds since the epoch>}`` through the same hub and fan-out code as real
+messages: back to back when I is 0 (yielding to the event loop in between), else on a drift-free
+schedule of one every I milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+
+from .hub import Hub
+
+HUB_KEY = web.AppKey("bench_hub", Hub)
+_RUNS_KEY = web.AppKey("bench_runs", set[asyncio.Task[None]])
+
+
+async def start(request: web.Request) -> web.Response:
+    """Start a benchmark run; ``count`` (1-1,000,000) and ``interval_ms`` (0-60,000)."""
+    try:
+        count = int(request.query.get("count", "1"))
+        interval_ms = float(request.query.get("interval_ms", "0"))
+    except ValueError:
+        raise web.HTTPBadRequest(text="count and interval_ms must be numbers") from None
+    if not (1 <= count <= 1_000_000 and 0 <= interval_ms <= 60_000):
+        raise web.HTTPBadRequest(text="count must be 1-1000000, interval_ms 0-60000")
+    runs = request.app[_RUNS_KEY]
+    task = asyncio.create_task(_run(request.app[HUB_KEY], count, interval_ms / 1000))
+    runs.add(task)
+    task.add_done_callback(runs.discard)
+    return web.Response(text="started", headers={"Cache-Control": "no-store"})
+
+
+async def _run(hub: Hub, count: int, interval: float) -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for n in range(1, count + 1):
+        await hub.broadcast({"n": n, "t": time.time_ns() // 1000})
+        if interval:
+            await asyncio.sleep(max(0.0, started + n * interval - loop.time()))
+        else:
+            await asyncio.sleep(0)
+
+
+def setup(app: web.Application, hub: Hub) -> None:
+    """Add the bench route to ``app``."""
+    app[HUB_KEY] = hub
+    app[_RUNS_KEY] = set()
+    app.router.add_get("/_bench/start", start)

@@ -1,0 +1,473 @@
+// ws-client.js: a reconnecting WebSocket client for this app's wire protocol.
+//
+// A dependency-free ES module (no build step). The platform drops WebSockets without warning on
+// every deploy and autoscale event, so this client:
+//   - opens the WebSocket transport only (there is no long-polling fallback);
+//   - reconnects after any drop with capped exponential backoff and full jitter
+//     (delay = random(0, min(cap, base * 2^attempt)); even the first retry waits a random time,
+//     so a deploy does not cause a thundering herd); the attempt counter resets after the
+//     connection has been stable for `stableAfter` ms;
+//   - follows a close-code policy (see CLOSE POLICY below);
+//   - reconnects at once when the browser comes back online or the tab becomes visible while it
+//     is waiting to retry;
+//   - notices a dead connection that never closed: no frame (broadcast or heartbeat) for
+//     `watchdogTimeout` ms -> abandon the socket and reconnect;
+//   - remembers the last broadcast `id` and reconnects with `?last_id=<id>`, so the server replays
+//     what was missed (or sends a `gap` frame when it cannot);
+//   - hides the server's heartbeat frames from message listeners.
+//
+// Usage:
+//
+//   import { ReconnectingWebSocket } from "/static/ws-client.js";
+//   const client = new ReconnectingWebSocket("wss://example.com/_ws/integers");
+//   client.on("state", ({ state }) => console.log("state:", state));
+//   client.on("message", ({ id, data }) => console.log(id, data));
+//   client.on("gap", ({ lastId, oldestId }) => console.warn("missed messages", lastId, oldestId));
+//   client.on("error", ({ fatal, message }) => console.error(message));
+//   // later: client.close();
+//
+// CLOSE POLICY (code of the close frame the server sent, or 1006 when the connection just died):
+//   1000          normal closure: stop (state "closed"); the server meant it.
+//   1008, 4000-4999  policy / application refusal: stop (state "closed") and emit a fatal "error";
+//                 reconnecting would only loop (re-authenticate, then create a new client).
+//   1013          "try again later" (e.g. the server cut off a slow consumer): reconnect, but back
+//                 off longer: a random delay between `base` and min(cap, base * 2^(attempt + 2)).
+//   1001, 1012    going away / service restart (a deploy): reconnect after a random backoff delay.
+//   anything else (1006 abnormal closure, 1011, 1009, ...): reconnect after a random backoff delay.
+
+/**
+ * Connection states, in the order a healthy client goes through them.
+ * - "connecting":   a WebSocket handshake is in progress (the first one or a retry).
+ * - "open":         connected; messages flow.
+ * - "reconnecting": the connection dropped; waiting for the backoff delay before the next try.
+ * - "closed":       terminal: close() was called, or the server closed with 1000, 1008 or 4xxx.
+ * @typedef {"connecting" | "open" | "reconnecting" | "closed"} ClientState
+ */
+
+/**
+ * Payload of the "state" event.
+ * @typedef {object} StateEvent
+ * @property {ClientState} state      the new state
+ * @property {ClientState} previous   the state before
+ * @property {number} [code]          close code that caused the change ("reconnecting", "closed")
+ * @property {string} [reason]        close reason that caused the change
+ * @property {number} [delay]         ms until the next connection attempt ("reconnecting" only)
+ * @property {number} [attempt]       backoff attempt number of that delay, from 0 ("reconnecting" only)
+ */
+
+/**
+ * Payload of the "message" event: one broadcast, as the server sent it.
+ * @typedef {object} MessageEvent
+ * @property {number} id   monotonically increasing broadcast id
+ * @property {*} data      the broadcast's JSON payload (for the integers demo: the integer)
+ */
+
+/**
+ * Payload of the "gap" event: the server could not replay everything missed since `lastId`.
+ * @typedef {object} GapEvent
+ * @property {number|null} lastId     the id this client reconnected with
+ * @property {number|null} oldestId   the oldest id the server still had, or null
+ */
+
+/**
+ * Payload of the "error" event.
+ * @typedef {object} ErrorEvent
+ * @property {boolean} fatal     true when the client has stopped for good (state "closed")
+ * @property {string} message    human-readable description
+ * @property {number} [code]     close code, for server refusals (1008, 4xxx)
+ * @property {string} [reason]   close reason, for server refusals
+ * @property {*} [error]         underlying exception or event, when there is one
+ */
+
+/**
+ * Options. Every dependency on the environment is injectable so that tests can run under Node
+ * with fakes (a fake WebSocket class, a fake clock, a seeded random source).
+ * @typedef {object} ClientOptions
+ * @property {number} [baseDelay=5000]      backoff base in ms: attempt n waits random(0, min(cap, base*2^n));
+ *                                          the first retry therefore waits 0-5 s (RFC 6455 §7.2.3)
+ * @property {number} [maxDelay=30000]      backoff cap in ms
+ * @property {number} [stableAfter=30000]   a connection open at least this long resets the backoff
+ * @property {number} [watchdogTimeout=60000]  no frame for this long while open -> reconnect
+ *                                          (the server sends a heartbeat every 25 s)
+ * @property {number} [connectTimeout=15000]   handshake not finished in this long -> give up and retry
+ * @property {string|string[]} [protocols]  WebSocket subprotocols
+ * @property {number|null} [lastId=null]    resume after this broadcast id (sent as last_id)
+ * @property {() => number} [random=Math.random]  uniform random source in [0, 1)
+ * @property {(fn: Function, ms: number) => *} [setTimeout]
+ * @property {(handle: *) => void} [clearTimeout]
+ * @property {() => number} [now=Date.now]  clock in ms
+ * @property {Function} [WebSocket=globalThis.WebSocket]  WebSocket constructor
+ * @property {EventTarget|null} [window=globalThis.window]   target of "online" events (null: none)
+ * @property {EventTarget|null} [document=globalThis.document]  target of "visibilitychange" (null: none)
+ */
+
+const DEFAULTS = Object.freeze({
+  baseDelay: 5000,
+  maxDelay: 30000,
+  stableAfter: 30000,
+  watchdogTimeout: 60000,
+  connectTimeout: 15000,
+});
+
+/** The attempt counter stops growing here; 2^30 * base is far past any sensible cap. */
+const MAX_ATTEMPT = 30;
+
+/**
+ * Full-jitter backoff: a random delay in [min, min(cap, base * 2^attempt)).
+ * @param {number} attempt   0 for the first retry after a drop
+ * @param {{baseDelay?: number, maxDelay?: number, random?: () => number, minDelay?: number}} [opts]
+ * @returns {number} delay in ms (an integer)
+ */
+export function backoffDelay(attempt, opts = {}) {
+  const base = opts.baseDelay ?? DEFAULTS.baseDelay;
+  const cap = opts.maxDelay ?? DEFAULTS.maxDelay;
+  const random = opts.random ?? Math.random;
+  const window = Math.min(cap, base * 2 ** Math.min(attempt, MAX_ATTEMPT));
+  const low = Math.min(opts.minDelay ?? 0, window);
+  return Math.floor(low + random() * (window - low));
+}
+
+/**
+ * What to do after the connection closed with `code`.
+ * @param {number} code
+ * @returns {"stop" | "refused" | "later" | "retry"}
+ *   "stop": do not reconnect (1000); "refused": do not reconnect, report an error (1008, 4xxx);
+ *   "later": reconnect with a longer backoff (1013); "retry": reconnect with the normal backoff.
+ */
+export function closePolicy(code) {
+  if (code === 1000) return "stop";
+  if (code === 1008 || (code >= 4000 && code <= 4999)) return "refused";
+  if (code === 1013) return "later";
+  return "retry";
+}
+
+/** Turn "http(s)://" or a path into a "ws(s)://" URL, and set or drop `last_id`. */
+function buildUrl(url, lastId, baseHref) {
+  const u = new URL(String(url), baseHref);
+  if (u.protocol === "http:") u.protocol = "ws:";
+  else if (u.protocol === "https:") u.protocol = "wss:";
+  if (lastId !== null && lastId !== undefined) u.searchParams.set("last_id", String(lastId));
+  return u.toString();
+}
+
+/**
+ * A WebSocket client that reconnects by itself and resumes from the last broadcast it saw.
+ *
+ * Events (subscribe with `on(type, listener)`, which returns an unsubscribe function):
+ * - "state"   ({@link StateEvent}):   connection state changed.
+ * - "message" ({@link MessageEvent}): a broadcast `{id, data}` arrived (heartbeats are never delivered).
+ * - "gap"     ({@link GapEvent}):     the server could not replay everything missed while away.
+ * - "error"   ({@link ErrorEvent}):   something went wrong; when `fatal` the client has stopped.
+ *
+ * The client starts connecting as soon as it is constructed (like a native WebSocket); read
+ * `state` for the current state. Listeners run synchronously; an exception in one is reported and
+ * does not disturb the client or the other listeners.
+ */
+export class ReconnectingWebSocket {
+  /**
+   * @param {string|URL} url  ws:, wss:, http: or https: URL, or a path relative to the page
+   * @param {ClientOptions} [options]
+   */
+  constructor(url, options = {}) {
+    const o = { ...DEFAULTS, ...options };
+    this.url = url;
+    this.options = o;
+    /** @type {ClientState} */
+    this.state = "connecting";
+    /** Number of times the connection opened again after the first time. */
+    this.reconnects = 0;
+    /** Backoff attempt counter: number of retries since the last stable connection. */
+    this.attempt = 0;
+    /** Id of the last broadcast received (sent as `last_id` on reconnect), or null. */
+    this.lastId = options.lastId ?? null;
+    /** Code of the last close (or 1006 for a dead connection), or null. */
+    this.lastCloseCode = null;
+
+    const g = globalThis;
+    const st = o.setTimeout ?? g.setTimeout;
+    const ct = o.clearTimeout ?? g.clearTimeout;
+    // Call the timer functions unbound: a native setTimeout called as a method of another
+    // object throws "Illegal invocation" in browsers.
+    this._setTimeout = (fn, ms) => st.call(g, fn, ms);
+    this._clearTimeout = (h) => ct.call(g, h);
+    this._now = o.now ?? (() => Date.now());
+    this._random = o.random ?? Math.random;
+    this._WebSocket = o.WebSocket ?? g.WebSocket;
+    this._window = "window" in options ? options.window : g.window ?? null;
+    this._document = "document" in options ? options.document : g.document ?? null;
+    this._baseHref = this._document?.baseURI ?? g.location?.href;
+
+    this._listeners = new Map();
+    this._ws = null;
+    this._everOpened = false;
+    this._openedAt = 0;
+    this._lastFrameAt = 0;
+    this._retryTimer = null;
+    this._watchdogTimer = null;
+    this._connectTimer = null;
+
+    this._onOnline = () => this._promptReconnect();
+    this._onVisibility = () => {
+      if (this._document && this._document.visibilityState === "hidden") return;
+      if (this.state === "open") this._checkWatchdog(); // e.g. after the laptop slept
+      else this._promptReconnect();
+    };
+    this._window?.addEventListener?.("online", this._onOnline);
+    this._document?.addEventListener?.("visibilitychange", this._onVisibility);
+
+    this._constructing = true;
+    this._connect();
+    this._constructing = false;
+  }
+
+  /**
+   * Subscribe to an event ("state", "message", "gap", "error").
+   * @param {"state"|"message"|"gap"|"error"} type
+   * @param {(payload: object) => void} listener
+   * @returns {() => void} a function that unsubscribes the listener
+   */
+  on(type, listener) {
+    if (!this._listeners.has(type)) this._listeners.set(type, new Set());
+    this._listeners.get(type).add(listener);
+    return () => this.off(type, listener);
+  }
+
+  /** Unsubscribe a listener added with on(). */
+  off(type, listener) {
+    this._listeners.get(type)?.delete(listener);
+  }
+
+  /**
+   * Close for good: no reconnect afterwards. Safe to call more than once.
+   * @param {number} [code=1000]  1000 or 3000-4999 (what a browser allows a client to send)
+   * @param {string} [reason]
+   */
+  close(code = 1000, reason = "client closed") {
+    if (this.state === "closed") return;
+    this._teardown(code, reason);
+    this._setState("closed", { code, reason });
+  }
+
+  /** Connect now if the client is waiting to retry; no-op otherwise. */
+  reconnectNow() {
+    if (this.state !== "reconnecting") return;
+    this._clearTimer("_retryTimer");
+    this._connect();
+  }
+
+  // -- internals -------------------------------------------------------------------------------
+
+  _emit(type, payload) {
+    const set = this._listeners.get(type);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        fn(payload);
+      } catch (err) {
+        if (typeof globalThis.reportError === "function") globalThis.reportError(err);
+        else console.error(err);
+      }
+    }
+  }
+
+  _setState(state, extra = {}) {
+    const previous = this.state;
+    this.state = state;
+    this._emit("state", { state, previous, ...extra });
+  }
+
+  _clearTimer(name) {
+    if (this[name] !== null) {
+      this._clearTimeout(this[name]);
+      this[name] = null;
+    }
+  }
+
+  _connect() {
+    if (this.state !== "connecting") this._setState("connecting");
+    let ws;
+    try {
+      ws = new this._WebSocket(buildUrl(this.url, this.lastId, this._baseHref), this.options.protocols);
+    } catch (error) {
+      // A bad URL (SyntaxError) or a blocked one (SecurityError) will not get better by retrying.
+      this._teardown();
+      this._setState("closed", { code: 1006, reason: String(error?.message ?? error) });
+      const payload = { fatal: true, message: `cannot open WebSocket: ${error?.message ?? error}`, error };
+      // From inside the constructor nobody could have subscribed yet: report a tick later.
+      if (this._constructing) queueMicrotask(() => this._emit("error", payload));
+      else this._emit("error", payload);
+      return;
+    }
+    this._ws = ws;
+    ws.onopen = () => this._handleOpen(ws);
+    ws.onmessage = (event) => this._handleFrame(ws, event);
+    ws.onclose = (event) => this._handleClose(ws, event.code, event.reason);
+    ws.onerror = (event) => {
+      if (ws !== this._ws) return;
+      this._emit("error", { fatal: false, message: "WebSocket error", error: event });
+      // Before "open", an error means the handshake failed. Browsers follow it with a close event
+      // (1006), but some implementations (Node 20's experimental WebSocket) never do: retry now.
+      // After "open", browsers fire "close" right after "error", with the code that decides what
+      // to do next; the watchdog covers an implementation that would not.
+      if (this.state === "connecting") this._abandon(ws, "connection failed");
+    };
+    this._connectTimer = this._setTimeout(() => {
+      this._connectTimer = null;
+      if (ws === this._ws && this.state === "connecting") this._abandon(ws, "connect timeout");
+    }, this.options.connectTimeout);
+  }
+
+  _handleOpen(ws) {
+    if (ws !== this._ws) return;
+    this._clearTimer("_connectTimer");
+    if (this._everOpened) this.reconnects += 1;
+    this._everOpened = true;
+    this._openedAt = this._now();
+    this._lastFrameAt = this._openedAt;
+    this._armWatchdog(this.options.watchdogTimeout);
+    this._setState("open");
+  }
+
+  _handleFrame(ws, event) {
+    if (ws !== this._ws) return;
+    this._lastFrameAt = this._now();
+    let frame;
+    try {
+      frame = JSON.parse(event.data);
+    } catch (error) {
+      this._emit("error", { fatal: false, message: "frame is not JSON", error });
+      return;
+    }
+    if (frame === null || typeof frame !== "object") return;
+    if (frame.type === "heartbeat") return;
+    if (frame.type === "gap") {
+      this._emit("gap", { lastId: frame.last_id ?? null, oldestId: frame.oldest_id ?? null });
+      return;
+    }
+    if ("id" in frame) {
+      this.lastId = frame.id;
+      this._emit("message", { id: frame.id, data: frame.data });
+    }
+    // Other frames (unknown "type") are ignored: newer servers may send more kinds.
+  }
+
+  _handleClose(ws, code, reason) {
+    if (ws !== this._ws) return;
+    this._afterDrop(code ?? 1006, reason ?? "");
+  }
+
+  /** Give up on a socket that never closed by itself (dead peer, hung handshake). */
+  _abandon(ws, why) {
+    const wasOpenFor = this.state === "open" ? this._now() - this._openedAt : 0;
+    this._detach(); // first: a close event from this socket must not reach us any more
+    try {
+      ws.close(4000, why); // best effort; we do not wait for its close event
+    } catch {
+      /* ignore */
+    }
+    this._afterDrop(1006, why, wasOpenFor);
+  }
+
+  _afterDrop(code, reason, wasOpenFor = this.state === "open" ? this._now() - this._openedAt : 0) {
+    this._detach();
+    this.lastCloseCode = code;
+    const policy = closePolicy(code);
+    if (policy === "stop") {
+      this._teardown();
+      this._setState("closed", { code, reason });
+      return;
+    }
+    if (policy === "refused") {
+      this._teardown();
+      this._setState("closed", { code, reason });
+      this._emit("error", {
+        fatal: true,
+        code,
+        reason,
+        message: `server refused the connection (${code}${reason ? ` ${reason}` : ""}); not reconnecting`,
+      });
+      return;
+    }
+    if (wasOpenFor >= this.options.stableAfter) this.attempt = 0;
+    const attempt = this.attempt;
+    const o = this.options;
+    const delay =
+      policy === "later"
+        ? backoffDelay(attempt + 2, { ...this._backoffOpts(), minDelay: o.baseDelay })
+        : backoffDelay(attempt, this._backoffOpts());
+    this.attempt = Math.min(attempt + 1, MAX_ATTEMPT);
+    this._setState("reconnecting", { code, reason, delay, attempt });
+    this._retryTimer = this._setTimeout(() => {
+      this._retryTimer = null;
+      if (this.state === "reconnecting") this._connect();
+    }, delay);
+  }
+
+  _backoffOpts() {
+    return { baseDelay: this.options.baseDelay, maxDelay: this.options.maxDelay, random: this._random };
+  }
+
+  _armWatchdog(ms) {
+    this._clearTimer("_watchdogTimer");
+    this._watchdogTimer = this._setTimeout(() => {
+      this._watchdogTimer = null;
+      this._checkWatchdog();
+    }, Math.max(0, ms));
+  }
+
+  /** Reconnect if nothing arrived for watchdogTimeout ms; otherwise re-arm for the time left. */
+  _checkWatchdog() {
+    if (this.state !== "open" || !this._ws) return;
+    const silent = this._now() - this._lastFrameAt;
+    const left = this.options.watchdogTimeout - silent;
+    if (left <= 0) this._abandon(this._ws, "no frame received (watchdog)");
+    else this._armWatchdog(left);
+  }
+
+  /** The browser came back online or the tab became visible: retry now if waiting. */
+  _promptReconnect() {
+    if (this.state !== "reconnecting") return;
+    // 1013 asked us to stay away for a while: coming back online does not change that.
+    if (this.lastCloseCode === 1013) return;
+    this.reconnectNow();
+  }
+
+  /** Stop listening to the current socket and stop its timers. */
+  _detach() {
+    this._clearTimer("_connectTimer");
+    this._clearTimer("_watchdogTimer");
+    const ws = this._ws;
+    this._ws = null;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    }
+    return ws;
+  }
+
+  /** Release everything: socket (closed with `code` if still there), timers, page listeners. */
+  _teardown(code, reason) {
+    const ws = this._detach();
+    if (ws && code !== undefined) {
+      try {
+        ws.close(code, reason);
+      } catch {
+        /* ignore */
+      }
+    }
+    this._clearTimer("_retryTimer");
+    this._window?.removeEventListener?.("online", this._onOnline);
+    this._document?.removeEventListener?.("visibilitychange", this._onVisibility);
+  }
+}
+
+/**
+ * Convenience factory: `createClient(url, options)` is `new ReconnectingWebSocket(url, options)`.
+ * @param {string|URL} url
+ * @param {ClientOptions} [options]
+ * @returns {ReconnectingWebSocket}
+ */
+export function createClient(url, options) {
+  return new ReconnectingWebSocket(url, options);
+}
+
+export default ReconnectingWebSocket;

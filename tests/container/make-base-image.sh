@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Make a local stand-in for the official python:<ver>-slim images, for machines without a container
+# registry: debootstrap a Debian rootfs with python3 (+ venv, pip), import it into podman's local
+# storage under the exact names an unmodified Dockerfile uses (docker.io/library/python:<ver>-slim,
+# plus localhost/python:<ver>-slim).
+#
+#   tests/container/make-base-image.sh [VERSION ...]     (default: 3.12)
+#
+# Cache: a tag that already exists is left alone; missing tags are added to an existing stand-in
+# (a `podman tag`, instant) and debootstrap runs only when no stand-in exists yet (~90 s).
+# FORCE=1 rebuilds. The stand-in carries Debian's own Python (3.11 on bookworm) whatever the tag
+# says, so Dockerfiles must never hard-code a python3.X path.
+set -euo pipefail
+
+SUITE=${SUITE:-bookworm}
+LABEL=org.vip-skeleton.stand-in
+log() { printf 'make-base-image: %s\n' "$*" >&2; }
+
+versions=("$@")
+((${#versions[@]})) || versions=(3.12)
+for v in "${versions[@]}"; do
+  [[ $v =~ ^3\.[0-9]+$ ]] || { log "not a Python version: $v"; exit 2; }
+done
+
+if [ "${FORCE:-0}" = 1 ]; then
+  for v in "${versions[@]}"; do
+    podman rmi -f "docker.io/library/python:$v-slim" "localhost/python:$v-slim" >/dev/null 2>&1 || true
+  done
+fi
+
+missing=()
+for v in "${versions[@]}"; do
+  for tag in "docker.io/library/python:$v-slim" "localhost/python:$v-slim"; do
+    podman image exists "$tag" || missing+=("$tag")
+  done
+done
+if ((${#missing[@]} == 0)); then
+  log "present: ${versions[*]} (cached)"
+  exit 0
+fi
+
+# An existing stand-in (from an earlier run, any version) can simply be tagged again.
+source_id=$(podman images --noheading --filter "label=$LABEL=true" --format '{{.ID}}' | head -n1 || true)
+
+if [ -z "$source_id" ]; then
+  command -v debootstrap >/dev/null || { log "debootstrap missing (run setup-podman.sh)"; exit 1; }
+  rootfs=$(mktemp -d "${TMPDIR:-/var/tmp}/pyslim-rootfs.XXXXXX")
+  trap 'rm -rf "$rootfs"' EXIT
+  # Same mirror apt uses on this machine (deb822 sources first, classic list as fallback).
+  mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  [ -n "$mirror" ] || mirror=$(awk '$1=="deb"{print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+  mirror=${MIRROR:-${mirror:-http://deb.debian.org/debian}}
+  log "debootstrap $SUITE from $mirror (about 90 s)"
+  start=$SECONDS
+  debootstrap --variant=minbase \
+    --include=python3,python3-venv,python3-pip,python-is-python3,ca-certificates \
+    "$SUITE" "$rootfs" "$mirror" >"$rootfs.log" 2>&1 || { tail -n 30 "$rootfs.log" >&2; exit 1; }
+  rm -f "$rootfs.log"
+  # Trust the host's extra CAs (traffic may be TLS-intercepted), so pip in a build reaches the index.
+  cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/" 2>/dev/null || true
+  chroot "$rootfs" update-ca-certificates >/dev/null 2>&1
+  # Behave like the official image: plain `pip install` allowed; python, python3, pip in /usr/local/bin.
+  rm -f "$rootfs"/usr/lib/python3*/EXTERNALLY-MANAGED
+  ln -sf /usr/bin/python3 "$rootfs/usr/local/bin/python3"
+  ln -sf /usr/bin/python3 "$rootfs/usr/local/bin/python"
+  ln -sf /usr/bin/pip3 "$rootfs/usr/local/bin/pip"
+  chroot "$rootfs" apt-get clean
+  rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/log/*.log
+  # The name under which the result is imported first; every other name is a tag of it.
+  first=${missing[0]}
+  tar --numeric-owner -C "$rootfs" -c . | podman import --quiet \
+    --change 'ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV LANG=C.UTF-8' \
+    --change "LABEL $LABEL=true" \
+    --change 'CMD ["python3"]' \
+    - "$first" >/dev/null
+  source_id=$(podman image inspect --format '{{.Id}}' "$first")
+  log "imported $first in $((SECONDS - start)) s"
+fi
+
+for tag in "${missing[@]}"; do
+  podman image exists "$tag" || podman tag "$source_id" "$tag"
+done
+log "ready: $(printf '%s ' "${missing[@]}")"
