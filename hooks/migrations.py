@@ -57,7 +57,9 @@ def main(argv: list[str]) -> int:
     """Run the steps registered for ``argv[0]`` (a version) in the current directory."""
     if len(argv) != 2 or argv[0] not in STEPS:
         known = ", ".join(STEPS)
-        print(f"usage: migrations.py VERSION ANSWERS_FILE (VERSION one of: {known})", file=sys.stderr)
+        print(
+            f"usage: migrations.py VERSION ANSWERS_FILE (VERSION one of: {known})", file=sys.stderr
+        )
         return 2
     version, answers_file = argv
     log = os.environ.get("VIP_SKELETON_MIGRATION_LOG")

@@ -346,14 +346,16 @@ def _exec(podman: str, name: str, *cmd: str) -> subprocess.CompletedProcess[str]
 
 @pytest.mark.container
 def test_image_metadata(podman: str, image: str) -> None:
-    inspect = _run([podman, "image", "inspect", image])
-    config = json.loads(inspect.stdout)[0]["Config"]
+    inspect = json.loads(_run([podman, "image", "inspect", image]).stdout)[0]
+    config = inspect["Config"]
+    # podman reports the HEALTHCHECK at the top level, Docker inside Config.
+    healthcheck = inspect.get("Healthcheck") or config.get("Healthcheck") or {}
     assert config["User"] == f"{APP_UID}:{APP_UID}"
     assert f"PORT={DEFAULT_PORT}" in config["Env"]
     assert f"{DEFAULT_PORT}/tcp" in config["ExposedPorts"]
     assert config["Cmd"] == ["python", "-m", BUILD_PACKAGE]
     assert not config.get("Entrypoint")
-    assert "/cache-healthcheck?" in " ".join(config["Healthcheck"]["Test"]), (
+    assert "/cache-healthcheck?" in " ".join(healthcheck.get("Test", [])), (
         "HEALTHCHECK missing: was the image built with --format docker?"
     )
 

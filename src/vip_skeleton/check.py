@@ -12,6 +12,7 @@ import base64
 import contextlib
 import http.client
 import os
+import re
 import signal
 import socket
 import statistics
@@ -41,6 +42,8 @@ HOME_WARN_MS = 1000.0
 HOME_FAIL_MS = 2000.0
 READY_WARN_S = 3.0
 READY_TIMEOUT_S = 20.0
+#: A startup log line naming the port the app listens on ("listening on http://0.0.0.0:3000").
+LISTENING = re.compile(r"listening on \S*?:(\d+)", re.IGNORECASE)
 SHUTDOWN_LIMIT_S = 10.0
 SHUTDOWN_CODES = (1001, 1012)
 VALID_WS_PATHS = ("/_ws/", "/_ws/preflight/check")
@@ -120,7 +123,9 @@ def parse_url(url: str) -> Endpoint:
     """
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
-        raise CliError(f"{url!r} is not an http:// URL (the platform terminates TLS; apps speak HTTP)")
+        raise CliError(
+            f"{url!r} is not an http:// URL (the platform terminates TLS; apps speak HTTP)"
+        )
     try:
         port = parts.port or 80
     except ValueError as exc:
@@ -128,7 +133,9 @@ def parse_url(url: str) -> Endpoint:
     return Endpoint(parts.hostname, port)
 
 
-def _http(endpoint: Endpoint, method: str, path: str, timeout: float = 10.0) -> tuple[int, str, float]:
+def _http(
+    endpoint: Endpoint, method: str, path: str, timeout: float = 10.0
+) -> tuple[int, str, float]:
     """Send one request on a fresh connection; return status, Location header and elapsed ms."""
     started = time.perf_counter()
     conn = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=timeout)
@@ -136,9 +143,11 @@ def _http(endpoint: Endpoint, method: str, path: str, timeout: float = 10.0) -> 
         conn.request(method, path, headers={"User-Agent": "vip-skeleton-check"})
         response = conn.getresponse()
         response.read()
-        return response.status, response.getheader("Location") or "", (
-            time.perf_counter() - started
-        ) * 1000
+        return (
+            response.status,
+            response.getheader("Location") or "",
+            (time.perf_counter() - started) * 1000,
+        )
     finally:
         conn.close()
 
@@ -177,10 +186,14 @@ def check_health(endpoint: Endpoint, method: str, samples: int = 5) -> RuleResul
         try:
             status, location, ms = _http(endpoint, method, HEALTH_PATH)
         except OSError as exc:
-            return RuleResult(rule, "R12", "fail", f"{method} {HEALTH_PATH}: {exc or 'no response'}")
+            return RuleResult(
+                rule, "R12", "fail", f"{method} {HEALTH_PATH}: {exc or 'no response'}"
+            )
         if status != 200 or location:
             where = f" -> {location}" if location else ""
-            return RuleResult(rule, "R12", "fail", f"{method} {HEALTH_PATH} answered {status}{where}, not 200")
+            return RuleResult(
+                rule, "R12", "fail", f"{method} {HEALTH_PATH} answered {status}{where}, not 200"
+            )
         timings.append(ms)
     median = statistics.median(timings)
     detail = f"200 in {median:.0f} ms (median of {samples}, max {max(timings):.0f} ms)"
@@ -249,8 +262,15 @@ def check_ws_plain_get(endpoint: Endpoint) -> RuleResult:
     except OSError as exc:
         return RuleResult("ws-plain-get", "R33", "pass", f"connection refused the request: {exc}")
     if status == 101 or 200 <= status < 300:
-        return RuleResult("ws-plain-get", "R33", "fail", f"GET {VALID_WS_PATHS[0]} without Upgrade answered {status}")
-    return RuleResult("ws-plain-get", "R33", "pass", f"GET {VALID_WS_PATHS[0]} without Upgrade answered {status}")
+        return RuleResult(
+            "ws-plain-get",
+            "R33",
+            "fail",
+            f"GET {VALID_WS_PATHS[0]} without Upgrade answered {status}",
+        )
+    return RuleResult(
+        "ws-plain-get", "R33", "pass", f"GET {VALID_WS_PATHS[0]} without Upgrade answered {status}"
+    )
 
 
 def check_running(endpoint: Endpoint, *, socketio: bool | None) -> list[RuleResult]:
@@ -294,16 +314,32 @@ def _last_line(log: IO[str]) -> str:
     return lines[-1] if lines else "no output"
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], endpoint: Endpoint, log: IO[str]) -> float | str:
-    """Wait until ``endpoint`` accepts TCP connections; return seconds taken, or why not."""
+def _wait_ready(
+    proc: subprocess.Popen[bytes], endpoint: Endpoint, log: IO[str], timeout: float
+) -> float | str:
+    """Wait until ``endpoint`` accepts TCP connections; return seconds taken, or why not.
+
+    Gives up early when the app exits, or logs that it listens on a port other than ``PORT``.
+    """
     started = time.monotonic()
-    while time.monotonic() - started < READY_TIMEOUT_S:
+    while time.monotonic() - started < timeout:
         if proc.poll() is not None:
-            return f"the app exited with status {proc.returncode} before listening: {_last_line(log)}"
-        with contextlib.suppress(OSError), socket.create_connection((endpoint.host, endpoint.port), 0.2):
+            return (
+                f"the app exited with status {proc.returncode} before listening: {_last_line(log)}"
+            )
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection((endpoint.host, endpoint.port), 0.2),
+        ):
             return time.monotonic() - started
+        log.seek(0)
+        for port in LISTENING.findall(log.read()):
+            if int(port) != endpoint.port:
+                return f"the app listens on port {port}, not on PORT={endpoint.port}"
         time.sleep(0.05)
-    return f"nothing listens on PORT={endpoint.port} after {READY_TIMEOUT_S:.0f} s (does the app read PORT?)"
+    return (
+        f"nothing listens on PORT={endpoint.port} after {timeout:.0f} s (does the app read PORT?)"
+    )
 
 
 def _hold(client: ClientConnection, codes: list[int | None]) -> None:
@@ -316,22 +352,22 @@ def _hold(client: ClientConnection, codes: list[int | None]) -> None:
 
 
 def check_sigterm(proc: subprocess.Popen[bytes], endpoint: Endpoint) -> RuleResult:
-    """R18/R39: on SIGTERM open clients get close code 1001 or 1012 and the process exits in 10 s."""
+    """R18/R39: on SIGTERM, open clients get close code 1001 or 1012; the process exits in 10 s."""
     url = f"ws://{endpoint.host}:{endpoint.port}{VALID_WS_PATHS[1]}"
     try:
         clients = [connect(url, open_timeout=5, close_timeout=1) for _ in range(SIGTERM_CLIENTS)]
-    except (OSError, ConnectionClosed, Exception) as exc:  # websockets raises InvalidHandshake too
-        return RuleResult("sigterm", "R18 R39", "fail", f"cannot open WebSocket clients on {url}: {exc}")
+    except Exception as exc:  # OSError, InvalidHandshake, TimeoutError...
+        return RuleResult(
+            "sigterm", "R18 R39", "fail", f"cannot open WebSocket clients on {url}: {exc}"
+        )
     codes: list[int | None] = []
     threads = [threading.Thread(target=_hold, args=(c, codes), daemon=True) for c in clients]
     for thread in threads:
         thread.start()
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=SHUTDOWN_LIMIT_S)
-    except subprocess.TimeoutExpired:
-        pass
     elapsed = time.monotonic() - started
     for thread in threads:
         thread.join(timeout=1)
@@ -339,13 +375,25 @@ def check_sigterm(proc: subprocess.Popen[bytes], endpoint: Endpoint) -> RuleResu
         client.close()
     shown = ", ".join(str(c) if c is not None else "none (TCP dropped)" for c in codes) or "none"
     if proc.returncode is None:
-        return RuleResult("sigterm", "R18", "fail", f"still running {SHUTDOWN_LIMIT_S:.0f} s after SIGTERM; close codes: {shown}")
+        return RuleResult(
+            "sigterm",
+            "R18",
+            "fail",
+            f"still running {SHUTDOWN_LIMIT_S:.0f} s after SIGTERM; close codes: {shown}",
+        )
     if len(codes) < len(clients) or any(c not in SHUTDOWN_CODES for c in codes):
-        return RuleResult("sigterm", "R39", "fail", f"clients closed with {shown}; expected 1001 or 1012")
+        return RuleResult(
+            "sigterm", "R39", "fail", f"clients closed with {shown}; expected 1001 or 1012"
+        )
     if proc.returncode not in (0, -signal.SIGTERM, 128 + signal.SIGTERM):
-        return RuleResult("sigterm", "R18", "fail", f"exited with status {proc.returncode} after SIGTERM")
+        return RuleResult(
+            "sigterm", "R18", "fail", f"exited with status {proc.returncode} after SIGTERM"
+        )
     return RuleResult(
-        "sigterm", "R18 R39", "pass", f"{len(codes)} clients closed with {shown}; exited {proc.returncode} in {elapsed:.1f} s"
+        "sigterm",
+        "R18 R39",
+        "pass",
+        f"{len(codes)} clients closed with {shown}; exited {proc.returncode} in {elapsed:.1f} s",
     )
 
 
@@ -377,8 +425,13 @@ def _started(project: Path, port: int) -> Iterator[tuple[subprocess.Popen[bytes]
                 proc.wait()
 
 
-def check_project(project: Path, progress: Callable[[str], None]) -> Report:
-    """Start the project's app on a random ``PORT`` and run every rule, SIGTERM last."""
+def check_project(
+    project: Path, progress: Callable[[str], None], startup_timeout: float = READY_TIMEOUT_S
+) -> Report:
+    """Start the project's app on a random ``PORT`` and run every rule, SIGTERM last.
+
+    The app gets ``startup_timeout`` seconds to accept connections on ``PORT``.
+    """
     answers = read_answers(project)
     socketio = answers.get("socketio_paths")
     port = free_port()
@@ -386,15 +439,19 @@ def check_project(project: Path, progress: Callable[[str], None]) -> Report:
     results: list[RuleResult] = []
     progress(f"starting the app with PORT={port}")
     with _started(project, port) as (proc, log):
-        ready = _wait_ready(proc, endpoint, log)
+        ready = _wait_ready(proc, endpoint, log, startup_timeout)
         if isinstance(ready, str):
             results.append(RuleResult("port", "R1", "fail", ready))
             return Report(str(project), endpoint.url, results)
         results.append(RuleResult("port", "R1", "pass", f"listening on PORT={port}"))
         status: Status = "pass" if ready <= READY_WARN_S else "warn"
-        results.append(RuleResult("startup", "R10", status, f"accepting connections after {ready:.1f} s"))
+        results.append(
+            RuleResult("startup", "R10", status, f"accepting connections after {ready:.1f} s")
+        )
         progress("probing HTTP and WebSocket rules")
-        results.extend(check_running(endpoint, socketio=socketio if isinstance(socketio, bool) else None))
+        results.extend(
+            check_running(endpoint, socketio=socketio if isinstance(socketio, bool) else None)
+        )
         progress("sending SIGTERM with WebSocket clients open")
         results.append(check_sigterm(proc, endpoint))
     return Report(str(project), endpoint.url, results)

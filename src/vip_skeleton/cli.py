@@ -43,7 +43,9 @@ VcsRefOption = Annotated[
 ]
 TrustOption = Annotated[
     bool,
-    typer.Option("--trust", help="Allow a --template's tasks and migrations (the bundled one is trusted)."),
+    typer.Option(
+        "--trust", help="Allow a --template's tasks and migrations (the bundled one is trusted)."
+    ),
 ]
 
 
@@ -62,7 +64,9 @@ def reported() -> Iterator[None]:
         if os.environ.get("VIP_SKELETON_DEBUG"):
             raise
         message = f"unexpected {type(exc).__name__}: {project.one_line(exc)}"
-        err.print(f"[red]error:[/red] {message} (VIP_SKELETON_DEBUG=1 shows a traceback)", soft_wrap=True)
+        err.print(
+            f"[red]error:[/red] {message} (VIP_SKELETON_DEBUG=1 shows a traceback)", soft_wrap=True
+        )
         raise typer.Exit(1) from None
 
 
@@ -76,7 +80,9 @@ def _version(value: bool) -> None:
 def main(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
     ] = False,
 ) -> None:
     """Generate, update and preflight-check Python real-time apps for VIP-style platforms."""
@@ -86,13 +92,16 @@ def main(
 def new(
     dest: Annotated[Path, typer.Argument(help="Directory to create the project in.")],
     defaults: Annotated[
-        bool, typer.Option("--defaults", help="Use defaults for every question not given with --data.")
+        bool,
+        typer.Option("--defaults", help="Use defaults for every question not given with --data."),
     ] = False,
     data: DataOption = None,
     data_file: DataFileOption = None,
     template: Annotated[
         str | None,
-        typer.Option("--template", help="Template source (path or git URL) instead of the bundled one."),
+        typer.Option(
+            "--template", help="Template source (path or git URL) instead of the bundled one."
+        ),
     ] = None,
     vcs_ref: VcsRefOption = None,
     trust: TrustOption = False,
@@ -120,7 +129,9 @@ def update(
         ),
     ] = "inline",
     vcs_ref: VcsRefOption = None,
-    pretend: Annotated[bool, typer.Option("--pretend", help="Show what would change; write nothing.")] = False,
+    pretend: Annotated[
+        bool, typer.Option("--pretend", help="Show what would change; write nothing.")
+    ] = False,
     data: DataOption = None,
     data_file: DataFileOption = None,
     trust: TrustOption = False,
@@ -142,7 +153,8 @@ def update(
         )
         if conflicts:
             err.print(
-                f"[yellow]warning:[/yellow] resolve the conflicts in {', '.join(conflicts)} before committing",
+                "[yellow]warning:[/yellow] resolve the conflicts in "
+                f"{', '.join(conflicts)} before committing",
                 soft_wrap=True,
             )
 
@@ -178,6 +190,14 @@ def _render(report: check.Report) -> None:
 def check_command(
     target: Annotated[str, typer.Argument(help="URL of a running app, or a project directory.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    startup_timeout: Annotated[
+        float,
+        typer.Option(
+            "--startup-timeout",
+            min=0.5,
+            help="Seconds a project's app gets to listen on PORT.",
+        ),
+    ] = check.READY_TIMEOUT_S,
 ) -> None:
     """Preflight-check the platform's rules; exit code 1 when any rule fails.
 
@@ -188,7 +208,7 @@ def check_command(
         with err.status("checking", spinner="dots") as status:
             progress: Callable[[str], None] = lambda text: status.update(text)  # noqa: E731
             if Path(target).is_dir():
-                report = check.check_project(Path(target).absolute(), progress)
+                report = check.check_project(Path(target).absolute(), progress, startup_timeout)
             else:
                 report = check.check_url(target, progress)
         if as_json:

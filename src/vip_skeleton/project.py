@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import copier
-import yaml
+import yaml  # type: ignore[import-untyped]
 from copier.errors import CopierError, UnsafeTemplateError
 from packaging.version import InvalidVersion, Version
 from plumbum import ProcessExecutionError
@@ -109,6 +109,7 @@ def new_project(
 
     The bundled template needs no ``--trust``: the CLI runs its own hooks.
     """
+    ref: str | None
     if template is None:
         bundled = source.bundled_source()
         src, ref, unsafe = bundled.url, vcs_ref or bundled.tag, True
@@ -233,8 +234,11 @@ def update_project(
     if pretend:
         return []
     unmerged = _git_lines(dest, "diff", "--name-only", "--diff-filter=U")
-    rejected = [line[3:] for line in _git_lines(dest, "status", "--porcelain", "--untracked-files=all")
-                if line.endswith(".rej")]
+    rejected = [
+        line[3:]
+        for line in _git_lines(dest, "status", "--porcelain", "--untracked-files=all")
+        if line.endswith(".rej")
+    ]
     return sorted(set(unmerged) | set(rejected))
 
 
@@ -283,5 +287,7 @@ def check_update(dest: Path) -> UpdateStatus:
         detail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise CliError(f"cannot list the tags of {src_path}: {detail}")
     tags = [line.rpartition("refs/tags/")[2] for line in done.stdout.splitlines()]
-    versions = sorted((v, t) for t in tags if (v := _version(t)) is not None and not v.is_prerelease)
+    versions = sorted(
+        (v, t) for t in tags if (v := _version(t)) is not None and not v.is_prerelease
+    )
     return UpdateStatus(current=current, latest=versions[-1][1] if versions else current)

@@ -10,8 +10,8 @@ as the user upgrades, so a newer wheel finds the older version next to its own.
 
 If the content of a version's tag differs from the bundled snapshot (a development install whose
 template changed), the snapshot is tagged ``<version>+<n>``, a PEP 440 local version that sorts
-after ``<version>``. Commits have fixed author data and dates and no parent, so re-importing the same
-snapshot after the cache was wiped yields the same commit id.
+after ``<version>``. Commits have fixed author data and dates and no parent, so re-importing the
+same snapshot after the cache was wiped yields the same commit id.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class TemplateSource:
 
 
 def bundled_snapshot() -> Path:
-    """Return the directory holding this installation's ``copier.yml``, ``template/`` and ``hooks/``.
+    """Return the directory holding this installation's copier.yml, template/ and hooks/.
 
     An installed wheel ships them as ``vip_skeleton/_template``; a source checkout uses the
     repository root.

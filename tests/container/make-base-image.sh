@@ -39,8 +39,10 @@ if ((${#missing[@]} == 0)); then
   exit 0
 fi
 
-# An existing stand-in (from an earlier run, any version) can simply be tagged again.
-source_id=$(podman images --noheading --filter "label=$LABEL=true" --format '{{.ID}}' | head -n1 || true)
+# An existing stand-in (from an earlier run, any version) can simply be tagged again. Images built
+# FROM a stand-in inherit its label, so only the python:<ver>-slim names count.
+source_id=$(podman images --noheading --filter "label=$LABEL=true" --format '{{.ID}} {{.Repository}}' |
+  awk '$2 == "docker.io/library/python" || $2 == "localhost/python" {print $1; exit}' || true)
 
 if [ -z "$source_id" ]; then
   command -v debootstrap >/dev/null || { log "debootstrap missing (run setup-podman.sh)"; exit 1; }

@@ -46,7 +46,7 @@
 
 /**
  * Payload of the "state" event.
- * @typedef {object} StateEvent
+ * @typedef {object} StateChange
  * @property {ClientState} state      the new state
  * @property {ClientState} previous   the state before
  * @property {number} [code]          close code that caused the change ("reconnecting", "closed")
@@ -57,21 +57,21 @@
 
 /**
  * Payload of the "message" event: one broadcast, as the server sent it.
- * @typedef {object} MessageEvent
+ * @typedef {object} BroadcastMessage
  * @property {number} id   monotonically increasing broadcast id
  * @property {*} data      the broadcast's JSON payload (for the integers demo: the integer)
  */
 
 /**
  * Payload of the "gap" event: the server could not replay everything missed since `lastId`.
- * @typedef {object} GapEvent
+ * @typedef {object} GapNotice
  * @property {number|null} lastId     the id this client reconnected with
  * @property {number|null} oldestId   the oldest id the server still had, or null
  */
 
 /**
  * Payload of the "error" event.
- * @typedef {object} ErrorEvent
+ * @typedef {object} ClientError
  * @property {boolean} fatal     true when the client has stopped for good (state "closed")
  * @property {string} message    human-readable description
  * @property {number} [code]     close code, for server refusals (1008, 4xxx)
@@ -154,10 +154,10 @@ function buildUrl(url, lastId, baseHref) {
  * A WebSocket client that reconnects by itself and resumes from the last broadcast it saw.
  *
  * Events (subscribe with `on(type, listener)`, which returns an unsubscribe function):
- * - "state"   ({@link StateEvent}):   connection state changed.
- * - "message" ({@link MessageEvent}): a broadcast `{id, data}` arrived (heartbeats are never delivered).
- * - "gap"     ({@link GapEvent}):     the server could not replay everything missed while away.
- * - "error"   ({@link ErrorEvent}):   something went wrong; when `fatal` the client has stopped.
+ * - "state"   ({@link StateChange}):   connection state changed.
+ * - "message" ({@link BroadcastMessage}): a broadcast `{id, data}` arrived (heartbeats are never delivered).
+ * - "gap"     ({@link GapNotice}):     the server could not replay everything missed while away.
+ * - "error"   ({@link ClientError}):   something went wrong; when `fatal` the client has stopped.
  *
  * The client starts connecting as soon as it is constructed (like a native WebSocket); read
  * `state` for the current state. Listeners run synchronously; an exception in one is reported and

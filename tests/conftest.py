@@ -1,0 +1,77 @@
+"""Shared fixtures for the template's tests: isolation from the user's copier settings, rendering."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import copier
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: What a template snapshot holds: the files copier reads, nothing of the developer's work tree.
+TEMPLATE_FILES = ("copier.yml", "template", "hooks")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def isolated_copier_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep the user's copier settings (defaults, trusted sources) out of every test."""
+    settings = tmp_path_factory.mktemp("copier-settings") / "settings.yml"
+    settings.write_text("defaults: {}\n")
+    saved = os.environ.get("COPIER_SETTINGS_PATH")
+    os.environ["COPIER_SETTINGS_PATH"] = str(settings)
+    yield
+    if saved is None:
+        del os.environ["COPIER_SETTINGS_PATH"]
+    else:
+        os.environ["COPIER_SETTINGS_PATH"] = saved
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git in ``cwd`` with a fixed identity and return its output."""
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
+    }
+    result = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True
+    )
+    return result.stdout
+
+
+def snapshot_template(dest: Path, tag: str | None = None) -> Path:
+    """Copy the template's files into a new git repository at ``dest``, committed (and tagged)."""
+    dest.mkdir(parents=True)
+    for name in TEMPLATE_FILES:
+        source = REPO_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, dest / name)
+    git(dest, "init", "-q", "-b", "main")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-q", "-m", "template snapshot")
+    if tag:
+        git(dest, "tag", tag)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def template_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One committed snapshot of the template, so renders never depend on a dirty work tree."""
+    return snapshot_template(tmp_path_factory.mktemp("snapshot") / "template")
+
+
+def render(template: Path, dest: Path, **data: Any) -> Path:
+    """Render ``template`` into ``dest`` with default answers overridden by ``data``."""
+    copier.run_copy(
+        str(template), str(dest), data=data, defaults=True, vcs_ref="HEAD", quiet=True
+    )
+    return dest

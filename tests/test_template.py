@@ -1,0 +1,166 @@
+"""The template renders cleanly for every answer, and its validators refuse bad answers."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import copier
+import pytest
+import yaml
+
+from conftest import render
+
+NON_DEFAULT_ANSWERS: list[dict[str, Any]] = [
+    {"project_name": "Live Blog", "package_name": "liveblog_service"},
+    {"project_slug": "chat-server-2"},
+    {"description": 'Quotes "inside" and an accent: café'},
+    {"author_name": "Ada O'Lovelace", "author_email": "ada.lovelace@example.co.uk"},
+    {"python_version": "3.11"},
+    {"python_version": "3.13"},
+    {"default_port": 8080},
+    {"socketio_paths": False},
+]
+
+VALIDATION_CASES: list[tuple[str, Any, str]] = [
+    ("project_name", "  ", "The project name must not be empty."),
+    ("project_name", "x" * 81, "The project name must be at most 80 characters."),
+    ("project_slug", "Realtime_App", "is not kebab-case"),
+    ("project_slug", "-app", "is not kebab-case"),
+    ("project_slug", "app--two", "is not kebab-case"),
+    ("project_slug", "2fast", "is not kebab-case"),
+    ("package_name", "Realtime", "is not a valid package name"),
+    ("package_name", "9lives", "is not a valid package name"),
+    ("package_name", "my-app", "is not a valid package name"),
+    ("package_name", "import", "is a Python keyword"),
+    ("package_name", "async", "is a Python keyword"),
+    ("package_name", "asyncio", "is the name of a standard-library module"),
+    ("package_name", "json", "is the name of a standard-library module"),
+    ("description", "", "The description must not be empty."),
+    ("description", "two\nlines", "The description must be a single line."),
+    ("author_name", " ", "The author name must not be empty."),
+    ("author_email", "nobody", "is not an e-mail address"),
+    ("author_email", "a@b", "is not an e-mail address"),
+    ("author_email", "a b@example.com", "is not an e-mail address"),
+    ("default_port", 80, "The default port must be between 1024 and 65535, not 80."),
+    ("default_port", 70000, "The default port must be between 1024 and 65535, not 70000."),
+    ("python_version", "3.10", "3.10"),
+]
+
+GOOD_ANSWERS: list[tuple[str, Any]] = [
+    ("project_name", "Chat"),
+    ("project_slug", "a"),
+    ("project_slug", "live-blog-2"),
+    ("package_name", "_private_pkg"),
+    ("package_name", "asyncio_extras"),
+    ("author_email", "first.last+tag@sub.example.org"),
+    ("default_port", 1024),
+    ("default_port", 65535),
+]
+
+LEFTOVER_SYNTAX = re.compile(r"\{\{|\}\}|\{%|%\}|\{#|#\}")
+
+
+def rendered_files(project: Path) -> list[Path]:
+    return sorted(p for p in project.rglob("*") if p.is_file() and ".git" not in p.parts)
+
+
+@pytest.mark.parametrize(("question", "value", "message"), VALIDATION_CASES)
+def test_validators_refuse_bad_answers_with_a_readable_message(
+    template_snapshot: Path, tmp_path: Path, question: str, value: Any, message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        render(template_snapshot, tmp_path / "project", **{question: value})
+    assert not (tmp_path / "project" / "pyproject.toml").exists()
+
+
+@pytest.mark.parametrize(("question", "value"), GOOD_ANSWERS)
+def test_validators_accept_good_answers(
+    template_snapshot: Path, tmp_path: Path, question: str, value: Any
+) -> None:
+    project = render(template_snapshot, tmp_path / "project", **{question: value})
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert answers[question] == value
+
+
+@pytest.mark.parametrize("answers", [{}, *NON_DEFAULT_ANSWERS], ids=lambda a: "-".join(a) or "defaults")
+def test_every_answer_set_renders_without_leftovers(
+    template_snapshot: Path, tmp_path: Path, answers: dict[str, Any]
+) -> None:
+    project = render(template_snapshot, tmp_path / "project", **answers)
+    files = rendered_files(project)
+    assert files
+    for path in files:
+        assert not path.name.endswith(".jinja"), path
+        text = path.read_text(encoding="utf-8")
+        if path.suffix != ".js":  # JavaScript template literals use ${...}, not Jinja
+            assert not LEFTOVER_SYNTAX.search(text), f"template syntax left in {path}"
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    recorded = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    package = recorded["package_name"]
+    assert (project / "src" / package / "__main__.py").is_file()
+    assert pyproject["project"]["name"] == recorded["project_slug"]
+    assert pyproject["project"]["scripts"] == {recorded["project_slug"]: f"{package}.__main__:main"}
+    assert pyproject["tool"]["mypy"]["python_version"] == recorded["python_version"]
+    settings = (project / "src" / package / "settings.py").read_text()
+    assert f"DEFAULT_PORT = {recorded['default_port']}\n" in settings
+    app = (project / "src" / package / "app.py").read_text()
+    assert ('"/socket.io/"' in app) is recorded["socketio_paths"]
+    for key, value in answers.items():
+        assert recorded[key] == value
+
+
+def test_answers_file_records_answers_but_not_lookup_tables(
+    template_snapshot: Path, tmp_path: Path
+) -> None:
+    project = render(template_snapshot, tmp_path / "project")
+    recorded = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert recorded["_src_path"] == str(template_snapshot)
+    assert "stdlib_module_names" not in recorded
+    assert "python_keywords" not in recorded
+    assert recorded["project_slug"] == "realtime-app"
+    assert recorded["package_name"] == "realtime_app"
+
+
+def test_copy_needs_no_trust(template_snapshot: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "copier", "copy", "--defaults", "--vcs-ref", "HEAD", "--quiet",
+         str(template_snapshot), str(tmp_path / "project")],
+        capture_output=True, text=True, check=False, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "project" / "pyproject.toml").is_file()
+
+
+# The slowest tests: a fresh virtualenv per answer set, then the project's own tools and suite.
+SUITE_ANSWERS = [{}, {"project_name": "Live Blog", "package_name": "liveblog_service",
+                      "python_version": "3.13", "default_port": 8080, "socketio_paths": False}]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("answers", SUITE_ANSWERS, ids=["defaults", "non-defaults"])
+def test_rendered_project_passes_its_own_checks_in_a_fresh_virtualenv(
+    template_snapshot: Path, tmp_path: Path, answers: dict[str, Any]
+) -> None:
+    project = render(template_snapshot, tmp_path / "project", **answers)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+
+    def run(*args: str) -> None:
+        result = subprocess.run(
+            args, cwd=project, capture_output=True, text=True, check=False, timeout=600
+        )
+        assert result.returncode == 0, f"{' '.join(args)}\n{result.stdout}\n{result.stderr}"
+
+    run(python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", ".[test]")
+    shutil.rmtree(project / "build", ignore_errors=True)
+    run(python, "-m", "ruff", "check", ".")
+    run(python, "-m", "ruff", "format", "--check", ".")
+    run(python, "-m", "mypy")
+    run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider")
