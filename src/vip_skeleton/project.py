@@ -218,6 +218,7 @@ def update_project(
         CliError: not a project, not a clean git work tree, a downgrade, or any copier failure.
     """
     dest = dest.resolve()
+    read_answers(dest)
     _require_clean_git(dest)
     plan = plan_update(dest, vcs_ref, trust)
     with copier_errors():

@@ -1,0 +1,202 @@
+"""A WebSocket client that reconnects by itself and recovers what it missed.
+
+Deploys and autoscaling drop connections without warning, so the client treats every drop as
+temporary: it waits a random delay that grows after each failed attempt (capped exponential backoff
+with full jitter, so that thousands of clients do not all come back at once), reconnects with the
+last id it saw, and the server replays what it missed. The policy matches ``static/ws-client.js``.
+
+Use it as an async iterator::
+
+    async with ReconnectingClient("ws://127.0.0.1:3000/_ws/integers") as client:
+        async for message in client:
+            print(message.id, message.data)
+
+or from a shell: ``python -m <package>.client URL`` prints every message, one JSON per line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+logger = logging.getLogger(__name__)
+
+#: Close codes after which reconnecting would only repeat the refusal (1008 and 4000-4999).
+POLICY_CODES = frozenset({1008, *range(4000, 5000)})
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One broadcast: its id, increasing by one per broadcast, and its data."""
+
+    id: int
+    data: Any
+
+
+class ConnectionRefusedByPolicy(Exception):
+    """The server closed with 1008 or a 4xxx code: reconnecting would not help."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"server refused the connection with close code {code}")
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Capped exponential backoff with full jitter.
+
+    Attempt ``n`` (from 0) waits a random time in ``[0, min(cap, base * 2**n))``; a server that
+    asks to try again later (1013) gets at least ``base`` seconds and up to four times that window.
+    """
+
+    base: float = 5.0
+    cap: float = 30.0
+    random: Callable[[], float] = random.random
+
+    def delay(self, attempt: int, close_code: int | None = None) -> float:
+        """Return the delay before reconnect attempt ``attempt``."""
+        window = min(self.cap, self.base * 2.0**attempt)
+        if close_code == 1013:  # try again later: back off longer
+            return self.base + self.random() * 4 * window
+        return self.random() * window
+
+
+class ReconnectingClient:
+    """Receives broadcasts from one WebSocket URL across any number of reconnects.
+
+    Args:
+        url: A ``ws://`` or ``wss://`` URL on a ``/_ws/`` path.
+        backoff: Delays between attempts.
+        stable_after: Seconds a connection must last before the attempt counter resets.
+        silence_timeout: Seconds without any frame after which the connection counts as dead; the
+            server sends a heartbeat every 25 s by default.
+        on_gap: Called with ``(last_id, oldest_id)`` when the server could not replay everything
+            that was missed; the data in between is lost.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        backoff: Backoff | None = None,
+        stable_after: float = 30.0,
+        silence_timeout: float = 60.0,
+        on_gap: Callable[[int, int | None], None] | None = None,
+    ) -> None:
+        self._url = URL(url)
+        self._backoff = backoff or Backoff()
+        self._stable_after = stable_after
+        self._silence_timeout = silence_timeout
+        self._on_gap = on_gap
+        self._session: aiohttp.ClientSession | None = None
+        #: Id of the last broadcast received, sent to the server on reconnect.
+        self.last_id: int | None = None
+        #: Number of times the client connected again after its first connection.
+        self.reconnects = 0
+
+    async def __aenter__(self) -> ReconnectingClient:
+        self._session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self.messages()
+
+    async def messages(self) -> AsyncIterator[Message]:
+        """Yield every broadcast, reconnecting after drops, until the server closes with 1000.
+
+        Raises:
+            ConnectionRefusedByPolicy: The server closed with 1008 or a 4xxx code.
+        """
+        if self._session is None:
+            raise RuntimeError("use 'async with ReconnectingClient(...)' first")
+        attempt = 0
+        connected_before = False
+        loop = asyncio.get_running_loop()
+        while True:
+            close_code: int | None = None
+            url = self._url
+            if self.last_id is not None:
+                url = url.update_query(last_id=self.last_id)
+            try:
+                async with self._session.ws_connect(url, heartbeat=None, autoping=True) as ws:
+                    if connected_before:
+                        self.reconnects += 1
+                    connected_before = True
+                    opened = loop.time()
+                    logger.info("connected to %s", url)
+                    async for message in self._receive(ws):
+                        yield message
+                    close_code = ws.close_code
+                    if loop.time() - opened >= self._stable_after:
+                        attempt = 0
+            except (aiohttp.ClientError, OSError, TimeoutError) as error:
+                logger.warning("connection to %s failed: %s", self._url, error or type(error))
+            if close_code == 1000:
+                return
+            if close_code is not None and close_code in POLICY_CODES:
+                raise ConnectionRefusedByPolicy(close_code)
+            delay = self._backoff.delay(attempt, close_code)
+            attempt += 1
+            logger.info("reconnecting in %.1f s (close code %s)", delay, close_code)
+            await asyncio.sleep(delay)
+
+    async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> AsyncIterator[Message]:
+        while True:
+            try:
+                frame = await ws.receive(timeout=self._silence_timeout)
+            except TimeoutError:
+                await ws.close()
+                raise TimeoutError(f"no frame for {self._silence_timeout:.0f} s") from None
+            if frame.type is not aiohttp.WSMsgType.TEXT:
+                return  # closed, closing or an error: the caller decides what follows
+            payload = json.loads(frame.data)
+            kind = payload.get("type")
+            if kind == "gap":
+                logger.warning("missed broadcasts after %s could not be replayed", self.last_id)
+                if self._on_gap is not None:
+                    self._on_gap(payload["last_id"], payload["oldest_id"])
+            elif kind is None:
+                self.last_id = payload["id"]
+                yield Message(payload["id"], payload["data"])
+
+
+async def _print_messages(url: str) -> None:
+    async with ReconnectingClient(url) as client:
+        async for message in client:
+            print(json.dumps({"id": message.id, "data": message.data}), flush=True)
+
+
+def main() -> None:
+    """``python -m <package>.client URL``: print each broadcast as one JSON line on stdout."""
+    if len(sys.argv) != 2 or not sys.argv[1].startswith(("ws://", "wss://")):
+        sys.exit(f"usage: python -m {__package__}.client ws://HOST:PORT/_ws/PATH")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        asyncio.run(_print_messages(sys.argv[1]))
+    except KeyboardInterrupt:
+        pass
+    except ConnectionRefusedByPolicy as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()

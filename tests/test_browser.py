@@ -1,0 +1,126 @@
+"""End to end in headless Chromium: the page connects, survives a server restart, and goes on."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import render
+
+CHROMIUM = next(
+    (
+        p
+        for p in ("/usr/lib/chromium/chromium", shutil.which("chromium") or "")
+        if Path(p).is_file()
+    ),
+    None,
+)
+# Flags for a sandboxed CI machine without a network: see shared notes on Chromium here.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)"
+    ),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_app(project: Path, port: int) -> subprocess.Popen[bytes]:
+    """Run the rendered app with this interpreter (it has aiohttp) and wait for its health check."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "realtime_app"],
+        cwd=project,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(project / "src"),
+            "PORT": str(port),
+            "TICK_SECONDS": "0.2",
+        },
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/cache-healthcheck?")
+            if conn.getresponse().status == 200:
+                return process
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("the app did not start")
+
+
+@pytest.fixture
+def project(template_snapshot: Path, tmp_path: Path) -> Path:
+    return render(template_snapshot, tmp_path / "project")
+
+
+@pytest.fixture
+def page_factory() -> Iterator[object]:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page
+        finally:
+            browser.close()
+
+
+def test_page_reconnects_after_the_server_restarts(project: Path, page_factory: object) -> None:
+    port = free_port()
+    app = start_app(project, port)
+    page = page_factory()  # type: ignore[operator]
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function("document.querySelector('#state').dataset.state === 'open'")
+        page.wait_for_function("Number(document.querySelector('#latest').textContent) >= 2")
+        before = int(page.get_attribute("#latest", "data-id"))
+
+        app.send_signal(signal.SIGKILL)  # the container dies without a word
+        app.wait()
+        page.wait_for_function(
+            "document.querySelector('#state').dataset.state === 'reconnecting'", timeout=10_000
+        )
+        app = start_app(project, port)
+        page.wait_for_function(
+            "document.querySelector('#state').dataset.state === 'open'", timeout=20_000
+        )
+        page.wait_for_function(
+            f"Number(document.querySelector('#latest').dataset.id) > {before}", timeout=10_000
+        )
+        assert int(page.text_content("#latest")) >= 1  # the new process's integers
+        assert page.text_content("#reconnects").strip() == "1"
+        assert errors == []
+    finally:
+        app.kill()
+        app.wait()

@@ -1,0 +1,208 @@
+"""CLI tests through Typer's runner: commands, exit codes, error lines and the ``check`` rules."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from cli_support import FIXTURES, isolate
+from typer.testing import CliRunner, Result
+
+from vip_skeleton import __version__, check
+from vip_skeleton.cli import app
+
+FIXTURE_PROJECT = FIXTURES / "preflight_project"
+
+
+def run(*args: str) -> Result:
+    """Invoke the CLI in-process."""
+    return CliRunner().invoke(app, list(args))
+
+
+def only_error(result: Result) -> str:
+    """Return the single ``error:`` line of a failed run (and assert there is no traceback)."""
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    return isolate(monkeypatch, tmp_path)
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.exit_code == 0
+    assert result.output.strip() == f"vip-skeleton {__version__}"
+
+
+def test_no_arguments_shows_help() -> None:
+    result = run()
+    assert result.exit_code != 0
+    for command in ("new", "update", "check-update", "check"):
+        assert command in result.output
+
+
+def test_new_with_data_file_and_data(tmp_path: Path, env: dict[str, str]) -> None:
+    data_file = tmp_path / "answers.yml"
+    data_file.write_text("project_name: From File\ndefault_port: 4000\n")
+    dest = tmp_path / "made"
+    result = run(
+        "new", str(dest), "--defaults", "--data-file", str(data_file), "-d", "default_port=5000"
+    )
+    assert result.exit_code == 0, result.output
+    answers = yaml.safe_load((dest / ".copier-answers.yml").read_text())
+    assert answers["project_name"] == "From File"
+    assert answers["default_port"] == 5000
+    assert answers["package_name"] == "from_file"
+    assert Path(answers["_src_path"]) == Path(env["VIP_SKELETON_CACHE_DIR"]) / "template"
+    assert (dest / ".env").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["-d", "package_name=class"], '"class" is a Python keyword'),
+        (["-d", "default_port=80"], "The default port must be between 1024 and 65535, not 80"),
+        (["-d", "novalue"], "error: --data expects KEY=VALUE, got 'novalue'"),
+        (["--data-file", "/nonexistent/answers.yml"], "No such file or directory"),
+    ],
+)
+def test_new_rejects_bad_answers(
+    tmp_path: Path, env: dict[str, str], args: list[str], expected: str
+) -> None:
+    dest = tmp_path / "bad"
+    line = only_error(run("new", str(dest), "--defaults", *args))
+    assert expected in line
+    assert not dest.exists()
+
+
+def test_new_without_a_terminal_needs_defaults(tmp_path: Path, env: dict[str, str]) -> None:
+    line = only_error(run("new", str(tmp_path / "p")))
+    assert "nteractive" in line
+
+
+def test_new_from_a_missing_template(tmp_path: Path, env: dict[str, str]) -> None:
+    line = only_error(run("new", str(tmp_path / "p"), "--template", str(tmp_path / "nope")))
+    assert line.startswith("error: ")
+
+
+def test_check_update_outside_a_project(tmp_path: Path, env: dict[str, str]) -> None:
+    line = only_error(run("check-update", str(tmp_path)))
+    assert line == f"error: {tmp_path} is not a generated project: it has no .copier-answers.yml"
+
+
+def check_json(target: str, *extra: str) -> tuple[int, dict[str, str]]:
+    """Run ``check --json``; return the exit code and each rule's status."""
+    result = run("check", target, "--json", *extra)
+    report = json.loads(result.stdout)
+    return result.exit_code, {r["rule"]: r["status"] for r in report["results"]}
+
+
+def test_check_passes_the_generated_project(tmp_path: Path, env: dict[str, str]) -> None:
+    dest = tmp_path / "real"
+    assert run("new", str(dest), "--defaults").exit_code == 0
+    code, statuses = check_json(str(dest))
+    assert code == 0, statuses
+    assert set(statuses) == {
+        "port", "startup", "health-get", "health-head", "home",
+        "ws-valid", "ws-invalid", "ws-plain-get", "sigterm",
+    }  # fmt: skip
+    assert "fail" not in statuses.values()
+
+
+@pytest.mark.parametrize(
+    ("mode", "failing"),
+    [
+        ("good", set()),
+        ("wrong-port", {"port"}),
+        ("slow-health", {"health-get", "health-head"}),
+        ("no-health", {"health-get", "health-head"}),
+        ("ws-anywhere", {"ws-invalid"}),
+        ("no-graceful", {"sigterm"}),
+    ],
+)
+def test_check_project_directory(
+    monkeypatch: pytest.MonkeyPatch, mode: str, failing: set[str]
+) -> None:
+    monkeypatch.setenv("FIXTURE_MODE", mode)
+    code, statuses = check_json(str(FIXTURE_PROJECT), "--startup-timeout", "10")
+    assert {rule for rule, status in statuses.items() if status == "fail"} == failing
+    assert code == (1 if failing else 0)
+
+
+@pytest.fixture
+def running_app(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Start the fixture app in the mode given by indirect parametrisation; yield its URL."""
+    port = check.free_port()
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "FIXTURE_MODE": request.param,
+        "PYTHONPATH": str(FIXTURE_PROJECT / "src"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "preflight_fixture"], env=env, stdout=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            check.ws_handshake_status(check.Endpoint("127.0.0.1", port), "/", timeout=0.5)
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("running_app", "failing"),
+    [
+        ("good", set()),
+        ("ws-anywhere", {"ws-invalid"}),
+        ("no-health", {"health-get", "health-head"}),
+    ],
+    indirect=["running_app"],
+)
+def test_check_url(running_app: str, failing: set[str]) -> None:
+    code, statuses = check_json(running_app)
+    assert {rule for rule, status in statuses.items() if status == "fail"} == failing
+    assert statuses["port"] == statuses["sigterm"] == "skip"
+    assert code == (1 if failing else 0)
+
+
+@pytest.mark.parametrize("running_app", ["good"], indirect=True)
+def test_check_table_output(running_app: str) -> None:
+    result = run("check", running_app)
+    assert result.exit_code == 0
+    assert "health-get" in result.stdout
+    assert "all rules pass" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("https://example.invalid/", "is not an http:// URL"),
+        ("http://127.0.0.1:1/", "error: cannot connect to http://127.0.0.1:1"),
+        ("no-such-dir", "is not an http:// URL"),
+    ],
+)
+def test_check_target_errors(target: str, expected: str) -> None:
+    assert expected in only_error(run("check", target))
+
+
+def test_check_directory_that_is_not_a_project(tmp_path: Path) -> None:
+    line = only_error(run("check", str(tmp_path)))
+    assert line.endswith("it has no .copier-answers.yml")
