@@ -1,0 +1,176 @@
+"""The CLI as a real process: from this checkout, and from built wheels installed in a virtualenv.
+
+The wheel test is the end-to-end proof of the offline story: release A's wheel generates a
+project with no network and no git remote; release B's wheel, installed over it, updates that
+project with a real three-way merge, run from another directory.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cli_support import ROOT, commit_all, subprocess_env
+from vip_skeleton import __version__
+
+
+def cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m vip_skeleton`` from this checkout."""
+    return subprocess.run(
+        [sys.executable, "-m", "vip_skeleton", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    settings = tmp_path / "copier-settings.yml"
+    settings.write_text("defaults: {}\n")
+    return subprocess_env(
+        {
+            "VIP_SKELETON_CACHE_DIR": str(tmp_path / "cache"),
+            "COPIER_SETTINGS_PATH": str(settings),
+        }
+    )
+
+
+def test_version(env: dict[str, str], tmp_path: Path) -> None:
+    done = cli("--version", env=env, cwd=tmp_path)
+    assert done.returncode == 0
+    assert done.stdout == f"vip-skeleton {__version__}\n"
+
+
+def test_new_then_errors_are_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    made = cli("new", "proj", "--defaults", env=env, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "proj" / "pyproject.toml").is_file()
+    for args, expected in [
+        (["new", "bad", "--defaults", "-d", "package_name=1x"], "is not a valid package name"),
+        (["new", "bad", "-d", "project_name=X"], "nteractive"),
+        (["update", "proj"], "is not a git repository"),
+        (["check-update", "."], "is not a generated project"),
+        (["check", "ftp://example.invalid/"], "is not an http:// URL"),
+    ]:
+        done = cli(*args, env=env, cwd=tmp_path)
+        assert done.returncode == 1, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, (args, done.stderr)
+        assert expected in errors[0]
+
+
+def test_check_update_exit_code(env: dict[str, str], tmp_path: Path) -> None:
+    assert cli("new", "proj", "--defaults", env=env, cwd=tmp_path).returncode == 0
+    done = cli("check-update", "proj", env=env, cwd=tmp_path)
+    assert done.returncode == 0
+    assert done.stdout.startswith("up to date")
+
+
+def build_release(tmp_path: Path, name: str, version: str | None, extra_ignore: str) -> Path:
+    """Build a wheel of this checkout into ``tmp_path/name``, optionally as another release.
+
+    ``version`` replaces the project version; ``extra_ignore`` is appended to the template's
+    .gitignore (a template change a next release could make).
+    """
+    tree = tmp_path / f"{name}-src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for part in ("src", "template", "hooks"):
+        shutil.copytree(ROOT / part, tree / part, ignore=ignore)
+    for part in ("copier.yml", "pyproject.toml", "README.md", "LICENSE"):
+        if (ROOT / part).exists():
+            shutil.copy2(ROOT / part, tree / part)
+    if not (tree / "README.md").exists():
+        (tree / "README.md").write_text("vip-skeleton\n")
+    if version is not None:
+        pyproject = tree / "pyproject.toml"
+        text = re.sub(r'(?m)^version = ".*"$', f'version = "{version}"', pyproject.read_text())
+        pyproject.write_text(text)
+    if extra_ignore:
+        with (tree / "template" / ".gitignore").open("a") as fh:
+            fh.write(extra_ignore)
+    out = tmp_path / name
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "--no-index", "-w", str(out), str(tree)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )  # fmt: skip
+    [wheel] = out.glob("vip_skeleton-*.whl")
+    return wheel
+
+
+def test_offline_new_and_update_from_installed_wheels(tmp_path: Path) -> None:
+    wheel_a = build_release(tmp_path, "release-a", None, "")
+    wheel_b = build_release(tmp_path, "release-b", "999.0.0", "# release B\n*.tmp\n")
+    version_a = wheel_a.name.split("-")[1]
+    venv = tmp_path / "venv"
+    # The fresh virtualenv borrows the already installed dependencies; vip-skeleton itself comes
+    # only from the wheels, with the package index switched off.
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120
+    )
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-index"]
+    subprocess.run([*pip, "--no-deps", str(wheel_a)], check=True, timeout=300)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "copier-settings.yml").write_text("defaults: {}\n")
+    gitconfig = home / ".gitconfig"
+    gitconfig.write_text("[user]\n\tname = Test\n\temail = test@example.com\n")
+    offline = {
+        "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+        "HOME": str(home),
+        "COPIER_SETTINGS_PATH": str(home / "copier-settings.yml"),
+        "GIT_CONFIG_GLOBAL": str(gitconfig),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_ALLOW_PROTOCOL": "file",  # git may not reach any remote
+        "PIP_NO_INDEX": "1",
+        "http_proxy": "http://127.0.0.1:9",  # any HTTP attempt fails fast
+        "https_proxy": "http://127.0.0.1:9",
+    }
+    tool = str(venv / "bin" / "vip-skeleton")
+
+    def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [tool, *args], cwd=cwd, env=offline, capture_output=True, text=True, timeout=300
+        )
+
+    made = run("new", "proj", "--defaults", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    project = tmp_path / "proj"
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert answers["_src_path"] == "~/.cache/vip-skeleton/template"
+    assert answers["_commit"] == version_a
+    readme = project / "README.md"
+    readme.write_text(readme.read_text() + "\nMy own notes.\n")
+    commit_all(project, "Generate and edit")
+
+    subprocess.run([*pip, "--no-deps", "--force-reinstall", str(wheel_b)], check=True, timeout=300)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    pending = run("check-update", str(project), cwd=elsewhere)
+    assert pending.returncode == 2, pending.stderr
+    assert f"template 999.0.0 is available; this project uses {version_a}" in pending.stdout
+    updated = run("update", str(project), cwd=elsewhere)
+    assert updated.returncode == 0, updated.stderr
+
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert answers["_commit"] == "999.0.0"
+    assert "# release B\n*.tmp\n" in (project / ".gitignore").read_text()
+    assert readme.read_text().endswith("\nMy own notes.\n")
+    tags = subprocess.run(
+        ["git", "-C", str(home / ".cache" / "vip-skeleton" / "template"), "tag"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert sorted(tags) == sorted([version_a, "999.0.0"])
