@@ -30,6 +30,10 @@ CLOSE_TIMEOUT = 3.0
 HEARTBEAT_FRAME = b'{"type":"heartbeat"}'
 
 
+class HubUnavailable(RuntimeError):
+    """A broadcast or a producer's step could not be made now (e.g. the message broker is down)."""
+
+
 class Hub:
     """Fans broadcasts out to every connected WebSocket client.
 
@@ -47,6 +51,7 @@ class Hub:
         self._clients: dict[web.WebSocketResponse, asyncio.Transport] = {}
         self._history: deque[tuple[int, bytes]] = deque(maxlen=replay_size)
         self._last_id = time.time_ns() // 1000
+        self._counters: dict[str, int] = {}
         self._max_client_buffer_bytes = max_client_buffer_bytes
         # One fan-out at a time, so every client receives frames in id order.
         self._fan_out_lock = asyncio.Lock()
@@ -83,7 +88,7 @@ class Hub:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limit)
         async with self._fan_out_lock:
             if last_id is not None:
-                for frame in self._frames_after(last_id):
+                for frame in await self._replay(last_id):
                     await ws.send_frame(frame, WSMsgType.TEXT)
             self._clients[ws] = transport
         self.occupied.set()
@@ -109,6 +114,37 @@ class Hub:
             await self._fan_out(frame)
             return self._last_id
 
+    async def acquire_producer(self, name: str) -> bool:
+        """Wait until this process may run the producer ``name`` for every client.
+
+        A producer (such as the integers demo) runs only in one place at a time. With one process
+        that is here, at once; a hub shared by several processes waits for a cluster-wide lease.
+
+        Returns:
+            True once this process is the producer; False if its last client left first.
+        """
+        return self.client_count > 0
+
+    def is_producer(self, name: str) -> bool:
+        """Whether this process still holds the producer ``name`` (a lease may be lost)."""
+        return True
+
+    async def release_producer(self, name: str) -> None:
+        """Give up the producer ``name`` so that another process can take it over."""
+
+    async def next_count(self, name: str) -> int:
+        """Return the next value (1, 2, ...) of the producer ``name``'s counter.
+
+        The counter is shared by every process that may become the producer, so that a takeover
+        goes on where the previous producer stopped and never makes a value twice.
+
+        Raises:
+            HubUnavailable: The value cannot be had now, or this process lost the producer.
+        """
+        value = self._counters.get(name, 0) + 1
+        self._counters[name] = value
+        return value
+
     async def send_heartbeat(self) -> None:
         """Send a heartbeat frame to every client, so clients can tell a dead connection."""
         async with self._fan_out_lock:
@@ -123,6 +159,10 @@ class Hub:
         await asyncio.gather(*(_close(ws, tr, code, b"server shutdown") for ws, tr in clients))
         if self._closing_tasks:
             await asyncio.gather(*self._closing_tasks)
+
+    async def _replay(self, last_id: int) -> Iterable[bytes]:
+        """Frames a client that saw ``last_id`` missed (called under the fan-out lock)."""
+        return self._frames_after(last_id)
 
     def _frames_after(self, last_id: int) -> Iterable[bytes]:
         if last_id == self._last_id:

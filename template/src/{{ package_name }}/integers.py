@@ -1,8 +1,10 @@
 """The demo service, "integers as a service", as in VIP's Node.js skeleton.
 
-One counter for the whole process: it ticks only while at least one client is connected, every
-client receives the same integers, and it pauses when the last client leaves. Replace this module
-with your own service; keep the shape: one shared producer that publishes through the hub.
+One counter for everyone: it ticks only while at least one client is connected, every client
+receives the same integers, and it pauses when the last client leaves. When several processes share
+a hub (the Redis scale-out), only one of them produces at a time and another takes over if it dies.
+Replace this module with your own service; keep the shape: one producer that publishes through the
+hub while it holds the producer role.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .hub import Hub
+from .hub import Hub, HubUnavailable
 
 logger = logging.getLogger(__name__)
+
+#: Name of this producer's role and counter in the hub.
+PRODUCER = "integers"
 
 
 class IntegerTicker:
@@ -31,16 +36,27 @@ class IntegerTicker:
 
     async def run(self) -> None:
         """Tick until cancelled, pausing whenever nobody is connected."""
-        loop = asyncio.get_running_loop()
         while True:
             await self._hub.occupied.wait()
-            logger.info("integers: started at %d", self.value + 1)
-            next_tick = loop.time() + self._interval
-            while True:
-                await asyncio.sleep(max(0.0, next_tick - loop.time()))
-                if not self._hub.client_count:
-                    break
-                self.value += 1
-                await self._hub.broadcast(self.value)
-                next_tick += self._interval  # drift-free schedule
-            logger.info("integers: paused at %d, no clients", self.value)
+            if not await self._hub.acquire_producer(PRODUCER):
+                continue  # the last client left before this process became the producer
+            logger.info("integers: producing after %d", self.value)
+            try:
+                await self._tick()
+            except HubUnavailable as error:
+                logger.warning("integers: paused, %s", error)
+            finally:
+                await self._hub.release_producer(PRODUCER)
+            logger.info("integers: paused at %d", self.value)
+
+    async def _tick(self) -> None:
+        """Broadcast on a drift-free schedule while there are clients and this is the producer."""
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + self._interval
+        while True:
+            await asyncio.sleep(max(0.0, next_tick - loop.time()))
+            if not self._hub.client_count or not self._hub.is_producer(PRODUCER):
+                return
+            self.value = await self._hub.next_count(PRODUCER)
+            await self._hub.broadcast(self.value)
+            next_tick += self._interval
