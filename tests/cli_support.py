@@ -1,4 +1,4 @@
-"""Helpers for the CLI and update tests: isolated environments and simulated template releases.
+"""Helpers for the CLI and update tests: isolated environments, simulated template releases.
 
 A "release" is a directory shaped like an installed wheel's bundled template (copier.yml,
 template/, hooks/). Tests make the CLI treat one as its own (see ``Installed``), so the real
@@ -22,8 +22,6 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 #: changed regions of the same file.
 NOTES_V1 = "Region A: header\nRegion B: template v1\nRegion C: middle\nRegion D: footer\n"
 NOTES_V2 = "Region A: header\nRegion B: template v2\nRegion C: middle\nRegion D: footer\n"
-#: A file only generated when socketio_paths is true (stands in for a question-controlled file).
-SOCKETIO_FILE = "SOCKETIO.md"
 
 
 def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
@@ -67,11 +65,11 @@ def commit_all(cwd: Path, message: str = "commit") -> None:
 def release(dest: Path, *, pre_release: bool = False, next_release: bool = False) -> Path:
     """Write a template release into ``dest`` and return it.
 
-    The base is this repository's template plus two test-owned files (NOTES.md and a file
-    controlled by ``socketio_paths``). ``pre_release`` renames the question socketio_paths to its
-    pre-0.1.0 name ``socketio`` (what migration 0.1.0 undoes). ``next_release`` changes the
-    template the way a next release would: a changed line in NOTES.md, a line appended to
-    .gitignore and to .env, a new file, and a change to the scaffold-once integers.py.
+    The base is this repository's template plus a test-owned NOTES.md. ``pre_release`` renames
+    the question socketio_paths to its pre-0.1.0 name ``socketio`` (what migration 0.1.0
+    undoes). ``next_release`` changes the template the way a next release would: a changed line
+    in NOTES.md, a line appended to .gitignore and to .env, a new file, and a change to the
+    scaffold-once integers.py.
     """
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     dest.mkdir(parents=True)
@@ -80,7 +78,6 @@ def release(dest: Path, *, pre_release: bool = False, next_release: bool = False
     shutil.copytree(ROOT / "hooks", dest / "hooks", ignore=ignore)
     tpl = dest / "template"
     (tpl / "NOTES.md").write_text(NOTES_V2 if next_release else NOTES_V1)
-    (tpl / f"{{% if socketio_paths %}}{SOCKETIO_FILE}{{% endif %}}").write_text("socket.io\n")
     if next_release:
         with (tpl / ".gitignore").open("a") as fh:
             fh.write("# added by the next release\n*.log\n")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli_support import FIXTURES, isolate
 from typer.testing import CliRunner, Result
 
+from cli_support import FIXTURES, isolate
 from vip_skeleton import __version__, check
 from vip_skeleton.cli import app
 
@@ -115,10 +115,7 @@ def test_check_passes_the_generated_project(tmp_path: Path, env: dict[str, str])
     assert run("new", str(dest), "--defaults").exit_code == 0
     code, statuses = check_json(str(dest))
     assert code == 0, statuses
-    assert set(statuses) == {
-        "port", "startup", "health-get", "health-head", "home",
-        "ws-valid", "ws-invalid", "ws-plain-get", "sigterm",
-    }  # fmt: skip
+    assert list(statuses) == [rule for rule, _ in check.RULES]
     assert "fail" not in statuses.values()
 
 
@@ -138,6 +135,7 @@ def test_check_project_directory(
 ) -> None:
     monkeypatch.setenv("FIXTURE_MODE", mode)
     code, statuses = check_json(str(FIXTURE_PROJECT), "--startup-timeout", "10")
+    assert list(statuses) == [rule for rule, _ in check.RULES]
     assert {rule for rule, status in statuses.items() if status == "fail"} == failing
     assert code == (1 if failing else 0)
 
@@ -179,7 +177,8 @@ def running_app(request: pytest.FixtureRequest) -> Iterator[str]:
 def test_check_url(running_app: str, failing: set[str]) -> None:
     code, statuses = check_json(running_app)
     assert {rule for rule, status in statuses.items() if status == "fail"} == failing
-    assert statuses["port"] == statuses["sigterm"] == "skip"
+    assert list(statuses) == [rule for rule, _ in check.RULES]
+    assert statuses["port"] == statuses["startup"] == statuses["sigterm"] == "skip"
     assert code == (1 if failing else 0)
 
 
@@ -194,9 +193,9 @@ def test_check_table_output(running_app: str) -> None:
 @pytest.mark.parametrize(
     ("target", "expected"),
     [
-        ("https://example.invalid/", "is not an http:// URL"),
+        ("https://example.invalid/", "uses TLS; give the app's plain http:// URL"),
         ("http://127.0.0.1:1/", "error: cannot connect to http://127.0.0.1:1"),
-        ("no-such-dir", "is not an http:// URL"),
+        ("no-such-dir", "error: 'no-such-dir' is neither a project directory nor an http:// URL"),
     ],
 )
 def test_check_target_errors(target: str, expected: str) -> None:

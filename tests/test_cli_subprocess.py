@@ -7,10 +7,13 @@ project with a real three-way merge, run from another directory.
 
 from __future__ import annotations
 
+import os
 import re
+import select
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -55,19 +58,27 @@ def test_new_then_errors_are_one_line(env: dict[str, str], tmp_path: Path) -> No
     made = cli("new", "proj", "--defaults", env=env, cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     assert (tmp_path / "proj" / "pyproject.toml").is_file()
-    for args, expected in [
-        (["new", "bad", "--defaults", "-d", "package_name=1x"], "is not a valid package name"),
-        (["new", "bad", "-d", "project_name=X"], "nteractive"),
-        (["update", "proj"], "is not a git repository"),
-        (["check-update", "."], "is not a generated project"),
-        (["check", "ftp://example.invalid/"], "is not an http:// URL"),
+    for args, code, expected in [
+        (["new", "bad", "--defaults", "-d", "package_name=1x"], 1, "is not a valid package name"),
+        (["new", "bad", "--defaults", "-d", "default_port=x"], 1, "error: invalid answer: "),
+        (["new", "bad", "-d", "project_name=X"], 1, "nteractive"),
+        (["update", "proj"], 1, "is not a git repository"),
+        (["check-update", "."], 1, "is not a generated project"),
+        (
+            ["check", "ftp://example.invalid/"],
+            1,
+            "is neither a project directory nor an http:// URL",
+        ),
+        (["update", "proj", "--conflict", "bogus"], 2, "Invalid value for '--conflict'"),
+        (["frobnicate"], 2, "No such command 'frobnicate'"),
     ]:
         done = cli(*args, env=env, cwd=tmp_path)
-        assert done.returncode == 1, (args, done.stderr)
+        assert done.returncode == code, (args, done.stderr)
         assert "Traceback" not in done.stderr
         errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1, (args, done.stderr)
         assert expected in errors[0]
+    assert not (tmp_path / "bad").exists()
 
 
 def test_check_update_exit_code(env: dict[str, str], tmp_path: Path) -> None:
@@ -75,6 +86,70 @@ def test_check_update_exit_code(env: dict[str, str], tmp_path: Path) -> None:
     done = cli("check-update", "proj", env=env, cwd=tmp_path)
     assert done.returncode == 0
     assert done.stdout.startswith("up to date")
+
+
+class Terminal:
+    """A process on a pseudo-terminal, driven like a person would (expect and type)."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.fd, child = os.openpty()
+        term = {**env, "TERM": "xterm", "COLUMNS": "120", "LINES": "40"}
+        self.proc = subprocess.Popen(
+            args, stdin=child, stdout=child, stderr=child, env=term, cwd=cwd, close_fds=True
+        )
+        os.close(child)
+        self.screen = ""
+
+    def _read(self, timeout: float) -> bool:
+        """Read what the process wrote within ``timeout``; False once it is silent or gone."""
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if not ready:
+            return False
+        try:
+            chunk = os.read(self.fd, 65536)
+        except OSError:  # the process closed the terminal
+            return False
+        self.screen += re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", chunk.decode(errors="replace"))
+        return bool(chunk)
+
+    def expect(self, text: str, timeout: float = 30) -> None:
+        """Wait until ``text`` has appeared on the screen."""
+        deadline = time.monotonic() + timeout
+        while text not in self.screen:
+            assert time.monotonic() < deadline, f"{text!r} never appeared:\n{self.screen}"
+            self._read(0.2)
+
+    def type(self, keys: str) -> None:
+        """Type ``keys`` (use \\r for Enter)."""
+        os.write(self.fd, keys.encode())
+
+    def accept_rest(self, timeout: float = 60) -> int:
+        """Press Enter whenever the process waits quietly, until it exits; return its status."""
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            assert time.monotonic() < deadline, self.screen
+            if not self._read(0.5) and self.proc.poll() is None:
+                self.type("\r")
+        while self._read(0.1):
+            pass
+        os.close(self.fd)
+        return self.proc.wait()
+
+
+def test_new_prompts_on_a_terminal(env: dict[str, str], tmp_path: Path) -> None:
+    """Copier's own prompts and validators, answered on a terminal."""
+    term = Terminal([sys.executable, "-m", "vip_skeleton", "new", "typed"], env, tmp_path)
+    term.expect("Project name")
+    term.type(" X\r")  # appended to the proposed default
+    term.expect("Project slug")
+    term.type("_\r")  # not kebab-case: the validator refuses it
+    term.expect("Validation error for question 'project_slug'")
+    term.type("\x7f\r")  # Backspace, then accept
+    assert term.accept_rest() == 0, term.screen
+    answers = yaml.safe_load((tmp_path / "typed" / ".copier-answers.yml").read_text())
+    assert answers["project_name"] == "Realtime App X"
+    assert answers["project_slug"] == "realtime-app-x"
+    assert answers["package_name"] == "realtime_app_x"
 
 
 def build_release(tmp_path: Path, name: str, version: str | None, extra_ignore: str) -> Path:

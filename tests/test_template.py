@@ -24,6 +24,8 @@ NON_DEFAULT_ANSWERS: list[dict[str, Any]] = [
     {"python_version": "3.13"},
     {"default_port": 8080},
     {"socketio_paths": False},
+    {"redis": True},
+    {"redis": True, "package_name": "cluster_app", "socketio_paths": False},
 ]
 
 VALIDATION_CASES: list[tuple[str, Any, str]] = [
@@ -112,8 +114,32 @@ def test_every_answer_set_renders_without_leftovers(
     assert f"DEFAULT_PORT = {recorded['default_port']}\n" in settings
     app = (project / "src" / package / "app.py").read_text()
     assert ('"/socket.io/"' in app) is recorded["socketio_paths"]
+    assert_redis_only_when_asked(project, package, recorded["redis"])
     for key, value in answers.items():
         assert recorded[key] == value
+
+
+def assert_redis_only_when_asked(project: Path, package: str, redis: bool) -> None:
+    """The Redis module, tests and dependency exist with redis=yes; no Redis code without it."""
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    has_dependency = any(dep.startswith("redis") for dep in pyproject["project"]["dependencies"])
+    assert has_dependency is redis
+    assert (project / "src" / package / "redis_hub.py").is_file() is redis
+    assert (project / "tests" / "test_redis.py").is_file() is redis
+    assert (project / "tests" / "test_publish.py").is_file()
+    code = [*(project / "src").rglob("*.py"), *(project / "tests").rglob("*.py")]
+    mentions = [path.name for path in code if "redis" in path.read_text().lower()]
+    if not redis:
+        assert mentions == []
+
+
+def test_redis_question_is_last_and_off_by_default() -> None:
+    questions = yaml.safe_load((Path(__file__).parent.parent / "copier.yml").read_text())
+    asked = [k for k, v in questions.items() if not k.startswith("_") and v.get("when") is not False]
+    assert asked[-1] == "redis"
+    assert questions["redis"]["type"] == "bool"
+    assert questions["redis"]["default"] is False
+    assert questions["redis"]["help"]
 
 
 def test_answers_file_records_answers_but_not_lookup_tables(
@@ -160,6 +186,7 @@ SUITE_ANSWERS = [
         "python_version": "3.13",
         "default_port": 8080,
         "socketio_paths": False,
+        "redis": True,
     },
 ]
 

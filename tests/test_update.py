@@ -14,9 +14,11 @@ from pathlib import Path
 import copier
 import pytest
 import yaml
+from copier.errors import UnsafeTemplateError
+from typer.testing import CliRunner, Result
+
 from cli_support import (
     NOTES_V2,
-    SOCKETIO_FILE,
     commit_all,
     files,
     git,
@@ -24,9 +26,6 @@ from cli_support import (
     migration_runs,
     release,
 )
-from copier.errors import UnsafeTemplateError
-from typer.testing import CliRunner, Result
-
 from vip_skeleton import source
 from vip_skeleton.cli import app
 
@@ -117,7 +116,6 @@ def test_update_equals_fresh_copy_and_migrates_once(
     assert (project / INTEGERS).read_bytes() == integers_v1
     assert (project / ".env").read_bytes() == env_v1
     assert b"NEXT_RELEASE_SETTING" in (fresh / ".env").read_bytes()
-    assert not (project / SOCKETIO_FILE).exists()
 
     # A later release does not run the 0.1.0 migration again.
     commit_all(project, "Update to 0.1.0")
@@ -175,16 +173,30 @@ def test_conflicting_edit(
 def test_reanswering_adds_and_removes_files(
     project: Path, releases: tuple[Path, Path], install: Install
 ) -> None:
+    node_files = ["package.json", "package-lock.json", "scripts"]
+    redis_files = ["src/demo_app/redis_hub.py", "tests/test_redis.py"]
+    assert all((project / name).exists() for name in node_files)
+    assert not any((project / name).exists() for name in redis_files)
     install(releases[1], "0.1.0")
-    assert run("update", str(project), "-d", "socketio_paths=true").exit_code == 0
-    assert (project / SOCKETIO_FILE).exists()
-    assert "/socket.io/" in (project / "src" / "demo_app" / "app.py").read_text()
-    assert answers(project)["socketio_paths"] is True
-    commit_all(project, "Enable socket.io paths")
 
-    assert run("update", str(project), "-d", "socketio_paths=false").exit_code == 0
-    assert not (project / SOCKETIO_FILE).exists()
-    assert answers(project)["socketio_paths"] is False
+    changed = ["-d", "vip_node_build=false", "-d", "redis=true", "-d", "socketio_paths=true"]
+    assert run("update", str(project), *changed).exit_code == 0
+    assert not any((project / name).exists() for name in node_files)
+    assert all((project / name).exists() for name in redis_files)
+    assert "/socket.io/" in (project / "src" / "demo_app" / "app.py").read_text()
+    recorded = answers(project)
+    assert (recorded["vip_node_build"], recorded["redis"], recorded["socketio_paths"]) == (
+        False,
+        True,
+        True,
+    )
+    commit_all(project, "Re-answer")
+
+    assert (
+        run("update", str(project), "-d", "vip_node_build=true", "-d", "redis=false").exit_code == 0
+    )
+    assert all((project / name).exists() for name in node_files)
+    assert not any((project / name).exists() for name in redis_files)
 
 
 def test_pretend_writes_nothing(
@@ -330,7 +342,10 @@ def test_cache_import_is_idempotent_and_versions_changed_content(
     repo = tmp_path / "cache" / "template"
     assert source.import_snapshot(releases[0], "1.0.0", repo) == "1.0.0"
     first = git(repo, "rev-parse", "1.0.0")
-    assert source.import_snapshot(releases[0], "1.0.0", repo) == "1.0.0"
+    junk = releases[0] / "hooks" / "__pycache__"
+    junk.mkdir()
+    (junk / "migrations.cpython-311.pyc").write_bytes(b"\0")
+    assert source.import_snapshot(releases[0], "1.0.0", repo) == "1.0.0", "bytecode is ignored"
     assert source.import_snapshot(releases[1], "1.0.0", repo) == "1.0.0+1"
     assert source.import_snapshot(releases[1], "1.1.0", repo) == "1.1.0"
     assert source.versions_in(repo) == ["1.0.0", "1.0.0+1", "1.1.0"]

@@ -49,6 +49,18 @@ SHUTDOWN_CODES = (1001, 1012)
 VALID_WS_PATHS = ("/_ws/", "/_ws/preflight/check")
 INVALID_WS_PATHS = ("/_ws", "/ws/", "/socket.io", "/liveblog/_ws/", "/")
 SIGTERM_CLIENTS = 3
+#: Every rule with the requirements it checks, in report order.
+RULES = (
+    ("port", "R1"),
+    ("startup", "R10"),
+    ("health-get", "R12 R14"),
+    ("health-head", "R12 R14"),
+    ("home", "R16"),
+    ("ws-valid", "R32"),
+    ("ws-invalid", "R32"),
+    ("ws-plain-get", "R33"),
+    ("sigterm", "R18 R39"),
+)
 
 
 @dataclass(frozen=True)
@@ -119,13 +131,15 @@ def parse_url(url: str) -> Endpoint:
     """Return the endpoint of a plain ``http://`` URL.
 
     Raises:
-        CliError: another scheme or a missing host.
+        CliError: ``https://`` or another scheme, or a missing host.
     """
     parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname:
+    if parts.scheme == "https":
         raise CliError(
-            f"{url!r} is not an http:// URL (the platform terminates TLS; apps speak HTTP)"
+            f"{url!r} uses TLS; give the app's plain http:// URL (the platform terminates TLS)"
         )
+    if parts.scheme != "http" or not parts.hostname:
+        raise CliError(f"{url!r} is neither a project directory nor an http:// URL")
     try:
         port = parts.port or 80
     except ValueError as exc:
@@ -309,6 +323,7 @@ def _interpreter(project: Path) -> tuple[str, dict[str, str]]:
 
 
 def _last_line(log: IO[str]) -> str:
+    """Return the last non-blank line the app wrote so far."""
     log.seek(0)
     lines = [line.strip() for line in log.read().splitlines() if line.strip()]
     return lines[-1] if lines else "no output"
@@ -400,12 +415,13 @@ def check_sigterm(proc: subprocess.Popen[bytes], endpoint: Endpoint) -> RuleResu
 
 
 @contextlib.contextmanager
-def _started(project: Path, port: int) -> Iterator[tuple[subprocess.Popen[bytes], IO[str]]]:
-    """Start the project's app with ``PORT`` set; kill what is left of it on exit."""
-    answers = read_answers(project)
-    package = answers.get("package_name")
-    if not isinstance(package, str) or not package:
-        raise CliError(f"{project} records no package_name in its answers file")
+def _started(
+    project: Path, package: str, port: int
+) -> Iterator[tuple[subprocess.Popen[bytes], IO[str]]]:
+    """Start ``python -m package`` in ``project`` with ``PORT`` set; kill what is left on exit.
+
+    Yields the process and the file collecting its output.
+    """
     python, extra = _interpreter(project)
     env = {**os.environ, **extra, "PORT": str(port), "PYTHONUNBUFFERED": "1"}
     with tempfile.TemporaryFile("w+") as log:
@@ -435,15 +451,22 @@ def check_project(
     The app gets ``startup_timeout`` seconds to accept connections on ``PORT``.
     """
     answers = read_answers(project)
+    package = answers.get("package_name")
+    if not isinstance(package, str) or not package:
+        raise CliError(f"{project} records no package_name in its answers file")
     socketio = answers.get("socketio_paths")
     port = free_port()
     endpoint = Endpoint("127.0.0.1", port)
     results: list[RuleResult] = []
     progress(f"starting the app with PORT={port}")
-    with _started(project, port) as (proc, log):
+    with _started(project, package, port) as (proc, log):
         ready = _wait_ready(proc, endpoint, log, startup_timeout)
         if isinstance(ready, str):
             results.append(RuleResult("port", "R1", "fail", ready))
+            results.extend(
+                RuleResult(rule, req, "skip", "not run: the app does not listen on PORT")
+                for rule, req in RULES[1:]
+            )
             return Report(str(project), endpoint.url, results)
         results.append(RuleResult("port", "R1", "pass", f"listening on PORT={port}"))
         status: Status = "pass" if ready <= READY_WARN_S else "warn"
@@ -469,6 +492,9 @@ def check_url(url: str, progress: Callable[[str], None]) -> Report:
         raise CliError(f"cannot connect to {endpoint.url}: {exc}") from exc
     results = check_running(endpoint, socketio=None)
     skipped = "only checked for a project directory, which check starts itself"
-    results.insert(0, RuleResult("port", "R1", "skip", skipped))
+    results[:0] = [
+        RuleResult("port", "R1", "skip", skipped),
+        RuleResult("startup", "R10", "skip", skipped),
+    ]
     results.append(RuleResult("sigterm", "R18 R39", "skip", skipped))
     return Report(url, endpoint.url, results)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -20,15 +21,44 @@ from rich.table import Table
 from vip_skeleton import __version__, check, project
 from vip_skeleton.errors import CliError
 
-app = typer.Typer(
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+class OneLineErrorsTyper(typer.Typer):
+    """A Typer app whose usage errors, like every other error, are one ``error:`` line."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Run the CLI and exit; report a usage error as one line with its exit code (2)."""
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().__call__(*args, **kwargs)
+        except typer.Abort:
+            err.print("[red]error:[/red] aborted", soft_wrap=True)
+            sys.exit(1)
+        except Exception as exc:
+            # Click's exceptions (vendored by newer Typer releases, so matched by shape).
+            message = getattr(exc, "format_message", None)
+            code = getattr(exc, "exit_code", None)
+            if message is None or not isinstance(code, int):
+                raise
+            ctx = getattr(exc, "ctx", None)
+            if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+                typer.echo(ctx.get_help())
+                sys.exit(code)
+            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            err.print(f"[red]error:[/red] {message()}{where}", soft_wrap=True)
+            sys.exit(code)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+app = OneLineErrorsTyper(
     name="vip-skeleton",
     help="Generate, update and preflight-check Python real-time apps for VIP-style platforms.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
 
 DataOption = Annotated[
     list[str] | None,

@@ -37,11 +37,16 @@ def copier_errors() -> Iterator[None]:
     except CliError:
         raise
     except UnsafeTemplateError as exc:
-        raise CliError(f"{one_line(exc)}; rerun with --trust if you trust this template") from exc
+        first = str(exc).splitlines()[0].rstrip(".")
+        raise CliError(f"{first}; rerun with --trust if you trust this template") from exc
     except ProcessExecutionError as exc:
         lines = (exc.stderr or exc.stdout or "").strip().splitlines() or [one_line(exc)]
         raise CliError(f"{Path(str(exc.argv[0])).name} failed: {lines[-1].strip()}") from exc
-    except (CopierError, ValueError, TypeError, OSError) as exc:
+    except CopierError as exc:
+        raise CliError(one_line(exc)) from exc
+    except (ValueError, TypeError) as exc:  # an answer copier could not cast to its type
+        raise CliError(f"invalid answer: {one_line(exc)}") from exc
+    except OSError as exc:
         raise CliError(one_line(exc)) from exc
 
 
@@ -88,12 +93,27 @@ def read_answers(dest: Path) -> dict[str, Any]:
     return answers
 
 
+def _is_remote(template: str) -> bool:
+    """Tell whether ``template`` is a URL (``https://``, ``gh:``, ``git@``) rather than a path."""
+    return re.match(r"^[a-z][a-z0-9+.-]*://|^[a-z]{2}:|^git@", template) is not None
+
+
 def _template_url(template: str) -> str:
     """Return ``template`` with a local path made absolute, so updates work from any directory."""
-    if re.match(r"^[a-z][a-z0-9+.-]*://|^[a-z]{2}:|^git@", template):
+    if _is_remote(template):
         return template
     path = Path(template).expanduser()
     return str(path.resolve()) if path.exists() else template
+
+
+def _require_recorded_source(dest: Path, src_path: str) -> None:
+    """Refuse a project whose recorded local template source no longer exists."""
+    if not _is_remote(src_path) and not Path(src_path).expanduser().exists():
+        raise CliError(
+            f"the template source {src_path} recorded in {dest / ANSWERS_FILE} does not exist; "
+            "restore it (or, for vip-skeleton's own template, set VIP_SKELETON_CACHE_DIR to "
+            "the cache it was made with)"
+        )
 
 
 def new_project(
@@ -182,6 +202,7 @@ def plan_update(dest: Path, vcs_ref: str | None, trust: bool) -> Plan:
     if not src_path or not current:
         raise CliError(f"{dest / ANSWERS_FILE} does not record _src_path and _commit")
     if not source.is_cache_url(src_path):
+        _require_recorded_source(dest, src_path)
         return Plan(ref=vcs_ref, unsafe=trust, current=current)
     bundled = source.bundled_source()
     if not source.has_revision(bundled.repo, current):
@@ -278,6 +299,7 @@ def check_update(dest: Path) -> UpdateStatus:
         raise CliError(f"{dest / ANSWERS_FILE} does not record _src_path and _commit")
     if source.is_cache_url(src_path):
         return UpdateStatus(current=current, latest=source.bundled_source().tag)
+    _require_recorded_source(dest, src_path)
     done = subprocess.run(
         ["git", "ls-remote", "--tags", "--refs", _template_url(src_path)],
         capture_output=True,
@@ -285,7 +307,7 @@ def check_update(dest: Path) -> UpdateStatus:
         check=False,
     )
     if done.returncode != 0:
-        detail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        detail = (done.stderr.strip().splitlines() or ["no output"])[0]
         raise CliError(f"cannot list the tags of {src_path}: {detail}")
     tags = [line.rpartition("refs/tags/")[2] for line in done.stdout.splitlines()]
     versions = sorted(

@@ -169,8 +169,7 @@ class Hub:
             return ()
         oldest_id = self._history[0][0] if self._history else None
         if last_id > self._last_id or oldest_id is None or last_id < oldest_id - 1:
-            gap = {"type": "gap", "last_id": last_id, "oldest_id": oldest_id}
-            return (json.dumps(gap, separators=(",", ":")).encode(),)
+            return (gap_frame(last_id, oldest_id),)
         return [frame for message_id, frame in self._history if message_id > last_id]
 
     async def _fan_out(self, frame: bytes) -> None:
@@ -196,6 +195,12 @@ class Hub:
         task = asyncio.create_task(_close(ws, transport, WSCloseCode.TRY_AGAIN_LATER, b"too slow"))
         self._closing_tasks.add(task)
         task.add_done_callback(self._closing_tasks.discard)
+
+
+def gap_frame(last_id: int, oldest_id: int | None) -> bytes:
+    """The notice for a client that missed broadcasts after ``last_id`` that cannot be replayed."""
+    gap = {"type": "gap", "last_id": last_id, "oldest_id": oldest_id}
+    return json.dumps(gap, separators=(",", ":")).encode()
 
 
 async def _close(

@@ -2,7 +2,8 @@
 
 One counter for everyone: it ticks only while at least one client is connected, every client
 receives the same integers, and it pauses when the last client leaves. When several processes share
-a hub (the Redis scale-out), only one of them produces at a time and another takes over if it dies.
+their broadcasts (a scale-out hub), only one of them produces at a time; another takes over if it
+dies.
 Replace this module with your own service; keep the shape: one producer that publishes through the
 hub while it holds the producer role.
 """
@@ -45,6 +46,7 @@ class IntegerTicker:
                 await self._tick()
             except HubUnavailable as error:
                 logger.warning("integers: paused, %s", error)
+                await asyncio.sleep(self._interval)  # no busy loop while the broker is away
             finally:
                 await self._hub.release_producer(PRODUCER)
             logger.info("integers: paused at %d", self.value)

@@ -1,0 +1,623 @@
+"""Fan-out benchmark: the generated app side by side with the Node baseline, on the same load.
+
+One command (``python benchmarks/run.py``) renders a project from a committed snapshot of this
+template with default answers, installs its dependencies in a cached virtualenv, starts it in bench
+mode and, when the Node baseline folder exists, the baseline too; then drives each with the same
+load generator, server on core 0 and load generator and health prober on core 1, alternating the
+servers, and prints medians with their ratio to the baseline, a slow-client run, 10,000 idle
+connections, copier's render timings and the issue's goals, met or not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import copier
+import yaml
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+#: What a template snapshot holds: the files copier reads, nothing of the work tree's state.
+TEMPLATE_FILES = ("copier.yml", "template", "hooks")
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vip-skeleton-bench"
+SERVER_CORE, CLIENT_CORE = "0", "1"
+#: Deliveries per burst phase: the burst's broadcast count is this divided by N (at least 20).
+BURST_DELIVERIES = 300_000
+#: Offered rate of the paced phase, below either server's capacity, for the latency figures.
+PACED_RATE = 20_000
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.com",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.com",
+}
+
+Result = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Server:
+    """How to start one server under test (it must speak the bench protocol)."""
+
+    name: str
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One figure of a load-generator run: how to read it and which direction is better."""
+
+    label: str
+    read: Callable[[Result], float | None]
+    higher_is_better: bool
+
+
+def _phase(result: Result, name: str) -> Result | None:
+    return next((p for p in result.get("phases", []) if p["phase"] == name), None)
+
+
+def _field(phase: str, key: str) -> Callable[[Result], float | None]:
+    def read(result: Result) -> float | None:
+        found = _phase(result, phase)
+        return None if found is None else found.get(key)
+
+    return read
+
+
+def _cpu_per_delivery(result: Result) -> float | None:
+    """Server CPU (us) per delivery in the burst, from fields both load generators print."""
+    burst = _phase(result, "burst")
+    if not burst or not burst["delivered"]:
+        return None
+    return float(burst["serverCpuPct"]) / 100 * burst["phaseWall"] * 1e6 / burst["delivered"]
+
+
+def _health_p99(result: Result) -> float | None:
+    burst = _phase(result, "burst")
+    return (burst.get("healthcheck") or {}).get("p99") if burst else None
+
+
+METRICS = (
+    Metric("connections/s", lambda r: r.get("connectPerSec"), higher_is_better=True),
+    Metric("RSS KB/connection", lambda r: r.get("rssPerConnKb"), higher_is_better=False),
+    Metric("deliveries/s (burst)", _field("burst", "deliveriesPerSec"), higher_is_better=True),
+    Metric("latency p50 ms (burst)", _field("burst", "latP50ms"), higher_is_better=False),
+    Metric("latency p99 ms (burst)", _field("burst", "latP99ms"), higher_is_better=False),
+    Metric("latency p50 ms (paced)", _field("paced", "latP50ms"), higher_is_better=False),
+    Metric("latency p99 ms (paced)", _field("paced", "latP99ms"), higher_is_better=False),
+    Metric("server CPU us/delivery", _cpu_per_delivery, higher_is_better=False),
+    Metric("health p99 ms (burst)", _health_p99, higher_is_better=False),
+)
+
+
+def log(message: str) -> None:
+    """Progress on stderr, so that stdout holds the report only."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run(argv: list[str], cwd: Path | None = None, **kwargs: Any) -> str:
+    """Run a command to completion and return its stdout."""
+    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=True, **kwargs)
+    return done.stdout
+
+
+def git(cwd: Path, *args: str) -> None:
+    """Run git in ``cwd`` with a fixed identity."""
+    run(["git", *args], cwd=cwd, env={**os.environ, **GIT_ENV})
+
+
+# ---- rendering -----------------------------------------------------------------------------
+
+
+def snapshot_template(dest: Path) -> Path:
+    """Commit the template's files into a new git repository at ``dest``, tagged ``v1``."""
+    dest.mkdir(parents=True)
+    for name in TEMPLATE_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, dest / name)
+    git(dest, "init", "-q", "-b", "main")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-q", "-m", "template snapshot")
+    git(dest, "tag", "v1")
+    return dest
+
+
+def render(snapshot: Path, dest: Path, ref: str = "HEAD") -> Path:
+    """Render the snapshot at ``ref`` into ``dest`` with default answers."""
+    copier.run_copy(str(snapshot), str(dest), defaults=True, vcs_ref=ref, quiet=True)
+    return dest
+
+
+def time_renders(snapshot: Path, work: Path, repetitions: int) -> dict[str, float]:
+    """Median wall times (s) of ``copier copy`` and of ``copier update`` from v1 to v2."""
+    readme = snapshot / "template" / "README.md.jinja"
+    readme.write_text(readme.read_text() + "\n<!-- v2: a trivial change -->\n")
+    git(snapshot, "commit", "-q", "-am", "trivial change")
+    git(snapshot, "tag", "v2")
+    copier_cli = [sys.executable, "-m", "copier"]
+    copies, updates = [], []
+    for i in range(repetitions):
+        started = time.perf_counter()
+        run([*copier_cli, "copy", "-q", "--defaults", "-r", "HEAD", str(snapshot), str(work / f"c{i}")])
+        copies.append(time.perf_counter() - started)
+        project = render(snapshot, work / f"u{i}", ref="v1")
+        git(project, "init", "-q", "-b", "main")
+        git(project, "add", "-A")
+        git(project, "commit", "-q", "-m", "generated at v1")
+        started = time.perf_counter()
+        run([*copier_cli, "update", "-q", "--defaults", "--trust", "-r", "v2"], cwd=project)
+        updates.append(time.perf_counter() - started)
+        if "trivial change" not in (project / "README.md").read_text():
+            raise RuntimeError("copier update did not apply the v2 change")
+    return {"copy_s": statistics.median(copies), "update_s": statistics.median(updates)}
+
+
+# ---- servers -------------------------------------------------------------------------------
+
+
+def ensure_venv(project: Path) -> Path:
+    """Return a cached virtualenv holding the project's dependencies (not the project itself)."""
+    deps = tomllib.loads((project / "pyproject.toml").read_text())["project"]["dependencies"]
+    key = hashlib.sha256(json.dumps([sys.version, deps]).encode()).hexdigest()[:12]
+    venv = CACHE / f"venv-{key}"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        log(f"creating {venv}")
+        shutil.rmtree(venv, ignore_errors=True)
+        run([sys.executable, "-m", "venv", str(venv)])
+        run([str(python), "-m", "pip", "install", "-q", *deps])
+    return python
+
+
+def ensure_node_baseline(source: Path) -> Path:
+    """Return a folder with the baseline and its node_modules (installed in a cached copy)."""
+    if (source / "node_modules").is_dir():
+        return source
+    digest = hashlib.sha256()
+    for name in ("package.json", "server.js"):
+        digest.update((source / name).read_bytes())
+    copy = CACHE / f"node-baseline-{digest.hexdigest()[:12]}"
+    if not (copy / "node_modules").is_dir():
+        log(f"npm install in {copy}")
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(source, copy)
+        for path in [copy, *copy.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)  # the source may be read-only
+        run(["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=copy)
+    return copy
+
+
+def free_port() -> int:
+    """Return a TCP port that is free right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def healthy(port: int) -> bool:
+    """Whether the server answers its health check."""
+    try:
+        url = f"http://127.0.0.1:{port}/cache-healthcheck?"
+        with urllib.request.urlopen(url, timeout=1) as answer:  # noqa: S310 - fixed local URL
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
+@contextmanager
+def started(server: Server, port: int, extra_env: dict[str, str], logs: Path) -> Iterator[int]:
+    """Start ``server`` pinned to the server core; yield its pid; stop it with SIGTERM."""
+    env = {**os.environ, **server.env, **extra_env, "PORT": str(port), "BENCH": "1"}
+    with (logs / f"{server.name}-{port}.log").open("w") as log_file:
+        process = subprocess.Popen(
+            ["taskset", "-c", SERVER_CORE, *server.argv],
+            cwd=server.cwd,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while not healthy(port):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{server.name} did not start, see {log_file.name}")
+                time.sleep(0.1)
+            yield process.pid
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def drive(loadgen: Path, port: int, pid: int, config: Result, probe_prefix: Path) -> Result:
+    """Run the load generator pinned to the client core; return its JSON result."""
+    prober = {"cmd": [sys.executable, str(HERE / "prober.py")], "outPrefix": str(probe_prefix)}
+    config = {"port": port, "serverPid": pid, "prober": prober, **config}
+    argv = ["taskset", "-c", CLIENT_CORE, "node", str(loadgen), json.dumps(config)]
+    output = run(argv, timeout=450)
+    result: Result = json.loads(output.strip().splitlines()[-1])
+    if "error" in result:
+        raise RuntimeError(f"load generator: {result['error']}")
+    return result
+
+
+# ---- the bench matrix ----------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    """The servers under test and where their runs keep their files."""
+
+    servers: list[Server]
+    loadgen: Path
+    work: Path
+    repetitions: int
+    runs: int = 0
+
+    def alternate(self) -> Iterator[tuple[int, Server]]:
+        """Yield (repetition, server), reversing the servers' order every other repetition."""
+        for rep in range(self.repetitions):
+            for server in self.servers if rep % 2 == 0 else self.servers[::-1]:
+                yield rep, server
+
+    def once(self, server: Server, config: Result, env: dict[str, str] | None = None) -> Result:
+        """Start a fresh ``server``, drive it with ``config`` and stop it."""
+        self.runs += 1
+        port = free_port()
+        with started(server, port, env or {}, self.work) as pid:
+            return drive(self.loadgen, port, pid, config, self.work / f"probe-{self.runs}")
+
+    def fan_out(self, n: int) -> dict[str, list[Result]]:
+        """Burst and paced phases at N clients, every repetition, per server."""
+        config = {"n": n, "burst": max(20, BURST_DELIVERIES // n), "pacedRate": PACED_RATE}
+        results: dict[str, list[Result]] = {s.name: [] for s in self.servers}
+        for rep, server in self.alternate():
+            log(f"N={n} rep {rep + 1} {server.name}")
+            results[server.name].append(self.once(server, config))
+        return results
+
+    def slow_client(self, n: int, burst: int, limit: int) -> dict[str, dict[str, list[Result]]]:
+        """A burst with and without one client that never reads, per server."""
+        config = {"n": n, "burst": burst, "pacedRate": 0}
+        env = {"MAX_CLIENT_BUFFER_BYTES": str(limit)}
+        results: dict[str, dict[str, list[Result]]] = {
+            s.name: {"alone": [], "with_slow": []} for s in self.servers
+        }
+        for rep, server in self.alternate():
+            log(f"slow client rep {rep + 1} {server.name}")
+            results[server.name]["alone"].append(self.once(server, config, env))
+            results[server.name]["with_slow"].append(self._with_slow(server, config, env))
+        return results
+
+    def _with_slow(self, server: Server, config: Result, env: dict[str, str]) -> Result:
+        self.runs += 1
+        port = free_port()
+        with started(server, port, env, self.work) as pid:
+            slow = subprocess.Popen(
+                ["taskset", "-c", CLIENT_CORE, sys.executable, str(HERE / "slowclient.py")]
+                + [str(port), "600"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert slow.stdout is not None and slow.stdin is not None
+            handshake = json.loads(slow.stdout.readline())
+            try:
+                result = drive(self.loadgen, port, pid, config, self.work / f"probe-{self.runs}")
+            finally:
+                slow.stdin.close()  # the slow client drains what is left and reports
+                report = json.loads(slow.stdout.readline() or "{}")
+                slow.wait(timeout=10)
+        return {**result, "slowClient": {**handshake, **report}}
+
+    def idle(self, n: int, hold: float) -> dict[str, list[Result]]:
+        """N idle connections held for ``hold`` seconds, per server."""
+        config = {"n": n, "burst": 0, "pacedRate": 0, "holdSecs": hold, "conc": 100}
+        results: dict[str, list[Result]] = {s.name: [] for s in self.servers}
+        for rep, server in self.alternate():
+            log(f"{n} idle connections rep {rep + 1} {server.name}")
+            results[server.name].append(self.once(server, config))
+        return results
+
+
+# ---- report --------------------------------------------------------------------------------
+
+
+def median(values: list[float | None]) -> float | None:
+    """Median of the known values (None when there is none)."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def fmt(value: float | None) -> str:
+    """A figure with three significant digits, or a dash."""
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def ratio(app: float | None, base: float | None) -> float | None:
+    """The app's figure over the baseline's."""
+    return app / base if app is not None and base else None
+
+
+def fan_out_table(n: int, results: dict[str, list[Result]], app: str, base: str | None) -> Result:
+    """Print the medians at one N; return them."""
+    medians = {
+        name: {m.label: median([m.read(r) for r in runs]) for m in METRICS}
+        for name, runs in results.items()
+    }
+    print(f"\nN={n}  (medians of {len(results[app])}; ratio = {app} / {base})")
+    print(f"  {'figure':26} {app:>10} {base or '':>10} {'ratio':>7}")
+    for m in METRICS:
+        a = medians[app][m.label]
+        b = medians[base][m.label] if base else None
+        r = ratio(a, b)
+        better = "" if r is None else ("  better" if (r >= 1) == m.higher_is_better else "  worse")
+        print(f"  {m.label:26} {fmt(a):>10} {fmt(b):>10} {fmt(r):>7}{better}")
+    return medians
+
+
+def slow_summary(results: dict[str, dict[str, list[Result]]]) -> Result:
+    """Medians of the slow-client runs per server, printed."""
+    summary: Result = {}
+    print("\nOne client that never reads (burst; the other clients' figures):")
+    for name, runs in results.items():
+        figures: Result = {}
+        for variant, variant_runs in runs.items():
+            growth = [_growth(r) for r in variant_runs]
+            figures[variant] = {
+                "deliveries/s": median([_field("burst", "deliveriesPerSec")(r) for r in variant_runs]),
+                "p99 ms": median([_field("burst", "latP99ms")(r) for r in variant_runs]),
+                "memory growth KB": median(growth),
+                "complete": all(_field("burst", "complete")(r) for r in variant_runs),
+            }
+        slow = [r.get("slowClient", {}) for r in runs["with_slow"]]
+        figures["slow client close codes"] = [s.get("close_code") for s in slow]
+        figures["p99 change"] = ratio(figures["with_slow"]["p99 ms"], figures["alone"]["p99 ms"])
+        extra = [
+            (w or 0) - (a or 0)
+            for w, a in zip(
+                [_growth(r) for r in runs["with_slow"]], [_growth(r) for r in runs["alone"]], strict=True
+            )
+        ]
+        figures["extra memory KB"] = median(list(extra))
+        summary[name] = figures
+        alone, with_slow = figures["alone"], figures["with_slow"]
+        print(
+            f"  {name:8} deliveries/s {fmt(alone['deliveries/s'])} -> {fmt(with_slow['deliveries/s'])}"
+            f", p99 {fmt(alone['p99 ms'])} -> {fmt(with_slow['p99 ms'])} ms"
+            f" (x{fmt(figures['p99 change'])}), all delivered: {with_slow['complete']}"
+            f", RSS growth in the burst {fmt(alone['memory growth KB'])} ->"
+            f" {fmt(with_slow['memory growth KB'])} KB (extra {fmt(figures['extra memory KB'])} KB)"
+            f", slow client closed with {figures['slow client close codes']}"
+        )
+    return summary
+
+
+def _growth(result: Result) -> float | None:
+    burst = _phase(result, "burst")
+    return None if burst is None else burst["peakRssKb"] - burst["rssBeforeKb"]
+
+
+def idle_summary(n: int, results: dict[str, list[Result]]) -> Result:
+    """Medians of the idle-connection runs per server, printed."""
+    summary: Result = {}
+    print(f"\n{n} idle connections:")
+    for name, runs in results.items():
+        summary[name] = {
+            "connected": min(r["connected"] for r in runs),
+            "open at end": min(r["openAtEnd"] for r in runs),
+            "RSS KB/connection": median([r["rssPerConnKb"] for r in runs]),
+            "connections/s": median([r["connectPerSec"] for r in runs]),
+        }
+        s = summary[name]
+        print(
+            f"  {name:8} connected {s['connected']}, still open after the hold {s['open at end']}, "
+            f"{fmt(s['RSS KB/connection'])} KB/connection, {fmt(s['connections/s'])} connections/s"
+        )
+    return summary
+
+
+def goals(report: Result, app: str, base: str | None) -> list[tuple[str, str, bool | None]]:
+    """The issue's goals: (goal, measured, met); met is None when it was not measured."""
+    rows: list[tuple[str, str, bool | None]] = []
+    fan = report.get("fan_out", {})
+    for n in (1000, 5000):
+        m = fan.get(str(n))
+        r = ratio(m[app]["deliveries/s (burst)"], m[base]["deliveries/s (burst)"]) if m and base else None
+        rows.append((f"deliveries/s >= 1.0x baseline, N={n}", f"{fmt(r)}x", None if r is None else r >= 1))
+        c = ratio(m[app]["server CPU us/delivery"], m[base]["server CPU us/delivery"]) if m and base else None
+        rows.append((f"CPU/delivery <= baseline, N={n}", f"{fmt(c)}x", None if c is None else c <= 1))
+    h = fan.get("5000", {}).get(app, {}).get("health p99 ms (burst)")
+    rows.append(("health p99 <= 100 ms during N=5000 burst", f"{fmt(h)} ms", None if h is None else h <= 100))
+    idle = report.get("idle", {}).get(app)
+    if idle:
+        kb = idle["RSS KB/connection"]
+        rows.append(("<= 16 KB RSS per idle connection", f"{fmt(kb)} KB", kb is not None and kb <= 16))
+        held = idle["open at end"]
+        rows.append((f"{report['idle_n']:,} connections held", f"{held:,}", held >= report["idle_n"]))
+    slow = report.get("slow", {}).get(app)
+    if slow:
+        change = slow["p99 change"]
+        rows.append(("slow client: others' p99 within 10%", f"x{fmt(change)}", change is not None and change <= 1.1))
+        extra, limit_kb = slow["extra memory KB"], report["slow_limit"] / 1024
+        rows.append(
+            (
+                f"slow client: memory growth <= limit ({limit_kb:.0f} KB)",
+                f"{fmt(extra)} KB",
+                extra is not None and extra <= limit_kb,
+            )
+        )
+    renders = report.get("renders")
+    if renders:
+        rows.append(("copier copy < 1.5 s", f"{renders['copy_s']:.2f} s", renders["copy_s"] < 1.5))
+        rows.append(("copier update < 3 s", f"{renders['update_s']:.2f} s", renders["update_s"] < 3))
+    print("\nGoals:")
+    for goal, measured, met in rows:
+        verdict = "not measured" if met is None else ("met" if met else "NOT MET")
+        print(f"  {goal:48} {measured:>12}  {verdict}")
+    return rows
+
+
+def machine(python: Path, node_dir: Path | None) -> Result:
+    """Machine and versions, for the record."""
+    versions = run(
+        [
+            str(python),
+            "-c",
+            "import sys, aiohttp, uvloop; print(sys.version.split()[0], aiohttp.__version__, uvloop.__version__)",
+        ]
+    ).split()
+    info: Result = {
+        "nproc": os.cpu_count(),
+        "cpu": next(
+            (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+             if line.startswith("model name")),
+            platform.processor(),
+        ),
+        "kernel": platform.release(),
+        "python": versions[0],
+        "aiohttp": versions[1],
+        "uvloop": versions[2],
+        "copier": run([sys.executable, "-m", "copier", "--version"]).split()[-1],
+    }
+    if node_dir is not None:
+        info["node"] = run(["node", "--version"]).strip()
+        info["ws"] = json.loads((node_dir / "node_modules" / "ws" / "package.json").read_text())["version"]
+    return info
+
+
+def wait_for_quiet(max_seconds: float, threshold: float) -> None:
+    """Wait until the 1-minute load average is below ``threshold`` (at most ``max_seconds``)."""
+    deadline = time.monotonic() + max_seconds
+    while os.getloadavg()[0] >= threshold and time.monotonic() < deadline:
+        log(f"load average {os.getloadavg()[0]:.2f}, waiting for < {threshold}")
+        time.sleep(15)
+
+
+def raise_open_files(needed: int) -> None:
+    """Raise the soft limit of open files (inherited by the servers and the load generator)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = max(soft, min(hard, needed)) if hard != resource.RLIM_INFINITY else max(soft, needed)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        log(f"open files limited to {target}; the {needed}-connection runs may fail")
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ns", type=int, nargs="+", default=[1000, 5000], help="client counts")
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=REPO.parent / "shared" / "bench" / "node-baseline",
+        help="the Node baseline's folder (skipped when missing)",
+    )
+    parser.add_argument(
+        "--loadgen",
+        type=Path,
+        default=HERE / "loadgen.mjs",
+        help="load generator (e.g. ../shared/bench/client.js; same config and output)",
+    )
+    parser.add_argument("--idle", type=int, default=10_000, help="idle connections (0: skip)")
+    parser.add_argument("--slow-n", type=int, default=1000, help="clients in the slow-client run (0: skip)")
+    parser.add_argument("--slow-burst", type=int, default=1000, help="broadcasts in the slow-client run")
+    parser.add_argument(
+        "--slow-limit", type=int, default=16384, help="the app's MAX_CLIENT_BUFFER_BYTES in that run"
+    )
+    parser.add_argument("--no-render-timing", action="store_true")
+    parser.add_argument("--wait-quiet", type=float, default=0, help="seconds to wait for load < 0.5")
+    parser.add_argument("--json", type=Path, help="also write every run's raw results here")
+    return parser.parse_args()
+
+
+def main() -> None:
+    """Render, install, benchmark and report."""
+    args = parse_args()
+    raise_open_files(max(args.ns + [args.idle]) * 2 + 1000)
+    report: Result = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    with tempfile.TemporaryDirectory(prefix="vip-bench-") as tmp:
+        work = Path(tmp)
+        settings = work / "copier-settings.yml"
+        settings.write_text("defaults: {}\n")
+        os.environ["COPIER_SETTINGS_PATH"] = str(settings)  # the user's copier defaults stay out
+        snapshot = snapshot_template(work / "template")
+        project = render(snapshot, work / "project")
+        answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+        package = answers["package_name"]
+        python = ensure_venv(project)
+        app = Server("python", [str(python), "-m", package], project, {"PYTHONPATH": str(project / "src")})
+        servers = [app]
+        node_dir = None
+        if args.baseline.is_dir() and shutil.which("node"):
+            node_dir = ensure_node_baseline(args.baseline)
+            servers.append(Server("node", ["node", "server.js"], node_dir))
+        else:
+            log(f"no Node baseline at {args.baseline}: the app alone, no ratios")
+        base = "node" if node_dir else None
+        report["machine"] = machine(python, node_dir)
+        if not args.no_render_timing:
+            log("timing copier copy and copier update")
+            report["renders"] = time_renders(snapshot, work / "renders", args.repetitions)
+        wait_for_quiet(args.wait_quiet, 0.5)
+        report["load_before"] = os.getloadavg()
+        bench = Bench(servers, args.loadgen, work, args.repetitions)
+        raw: Result = {}
+        report["fan_out"] = {}
+        for n in args.ns:
+            raw[f"fan_out_{n}"] = results = bench.fan_out(n)
+            report["fan_out"][str(n)] = fan_out_table(n, results, app.name, base)
+        if args.slow_n:
+            raw["slow"] = bench.slow_client(args.slow_n, args.slow_burst, args.slow_limit)
+            report["slow_limit"] = args.slow_limit
+            report["slow"] = slow_summary(raw["slow"])
+        if args.idle:
+            raw["idle"] = bench.idle(args.idle, hold=5)
+            report["idle_n"] = args.idle
+            report["idle"] = idle_summary(args.idle, raw["idle"])
+        report["load_after"] = os.getloadavg()
+        if "renders" in report:
+            r = report["renders"]
+            print(f"\ncopier copy {r['copy_s']:.2f} s, copier update v1 -> v2 {r['update_s']:.2f} s (medians)")
+        report["goals"] = goals(report, app.name, base)
+        print(f"\nmachine: {json.dumps(report['machine'])}")
+        print(f"load average before/after: {report['load_before']} / {report['load_after']}")
+        if args.json:
+            args.json.write_text(json.dumps({"report": report, "raw": raw}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
