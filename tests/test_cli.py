@@ -88,6 +88,15 @@ def test_new_rejects_bad_answers(
     assert not dest.exists()
 
 
+def test_new_refuses_a_directory_that_holds_files(tmp_path: Path, env: dict[str, str]) -> None:
+    dest = tmp_path / "taken"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("mine")
+    line = only_error(run("new", str(dest), "--defaults"))
+    assert line.startswith(f"error: {dest} already exists and is not empty")
+    assert [p.name for p in dest.iterdir()] == ["notes.txt"]
+
+
 def test_new_without_a_terminal_needs_defaults(tmp_path: Path, env: dict[str, str]) -> None:
     line = only_error(run("new", str(tmp_path / "p")))
     assert "nteractive" in line

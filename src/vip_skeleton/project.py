@@ -128,7 +128,15 @@ def new_project(
     """Generate a project in ``dest`` from the bundled template, or from ``template`` if given.
 
     The bundled template needs no ``--trust``: the CLI runs its own hooks.
+
+    Raises:
+        CliError: ``dest`` already holds files (a project is updated, never generated again).
     """
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise CliError(
+            f"{dest} already exists and is not empty; choose a new directory "
+            "(to bring a project up to date, use `vip-skeleton update`)"
+        )
     ref: str | None
     if template is None:
         bundled = source.bundled_source()
