@@ -55,7 +55,8 @@ def test_a_client_that_never_reads_does_not_delay_the_others(make_server: Any) -
             aiohttp.ClientSession() as session,
             session.ws_connect(server.ws_base + "/_ws/fast") as ws,
         ):
-            async with session.get(f"{server.base}/_bench/start?count={BURST}&interval_ms={INTERVAL_MS}") as response:
+            start = f"{server.base}/_bench/start?count={BURST}&interval_ms={INTERVAL_MS}"
+            async with session.get(start) as response:
                 assert response.status == 200
             ns: list[int] = []
             while len(ns) < BURST:
