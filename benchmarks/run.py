@@ -18,6 +18,7 @@ import platform
 import resource
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -25,21 +26,20 @@ import tempfile
 import time
 import tomllib
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import copier
-import yaml
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 #: What a template snapshot holds: the files copier reads, nothing of the work tree's state.
 TEMPLATE_FILES = ("copier.yml", "template", "hooks")
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vip-skeleton-bench"
-SERVER_CORE, CLIENT_CORE = "0", "1"
+PINNED_SERVER, PINNED_CLIENT = ["taskset", "-c", "0"], ["taskset", "-c", "1"]
 #: Deliveries per burst phase: the burst's broadcast count is this divided by N (at least 20).
 BURST_DELIVERIES = 300_000
 #: Offered rate of the paced phase, below either server's capacity, for the latency figures.
@@ -90,12 +90,14 @@ def _cpu_per_delivery(result: Result) -> float | None:
     burst = _phase(result, "burst")
     if not burst or not burst["delivered"]:
         return None
-    return float(burst["serverCpuPct"]) / 100 * burst["phaseWall"] * 1e6 / burst["delivered"]
+    cpu_s = float(burst["serverCpuPct"]) / 100 * float(burst["phaseWall"])
+    return cpu_s * 1e6 / float(burst["delivered"])
 
 
 def _health_p99(result: Result) -> float | None:
     burst = _phase(result, "burst")
-    return (burst.get("healthcheck") or {}).get("p99") if burst else None
+    p99: float | None = (burst.get("healthcheck") or {}).get("p99") if burst else None
+    return p99
 
 
 METRICS = (
@@ -119,7 +121,7 @@ def log(message: str) -> None:
 def run(argv: list[str], cwd: Path | None = None, **kwargs: Any) -> str:
     """Run a command to completion and return its stdout."""
     done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=True, **kwargs)
-    return done.stdout
+    return str(done.stdout)
 
 
 def git(cwd: Path, *args: str) -> None:
@@ -130,11 +132,11 @@ def git(cwd: Path, *args: str) -> None:
 # ---- rendering -----------------------------------------------------------------------------
 
 
-def snapshot_template(dest: Path) -> Path:
-    """Commit the template's files into a new git repository at ``dest``, tagged ``v1``."""
+def snapshot_template(template: Path, dest: Path) -> Path:
+    """Commit the files of the ``template`` repository into a new one at ``dest``, tagged ``v1``."""
     dest.mkdir(parents=True)
     for name in TEMPLATE_FILES:
-        source = REPO / name
+        source = template / name
         if source.is_dir():
             shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
@@ -162,7 +164,18 @@ def time_renders(snapshot: Path, work: Path, repetitions: int) -> dict[str, floa
     copies, updates = [], []
     for i in range(repetitions):
         started = time.perf_counter()
-        run([*copier_cli, "copy", "-q", "--defaults", "-r", "HEAD", str(snapshot), str(work / f"c{i}")])
+        run(
+            [
+                *copier_cli,
+                "copy",
+                "-q",
+                "--defaults",
+                "-r",
+                "HEAD",
+                str(snapshot),
+                str(work / f"c{i}"),
+            ]
+        )
         copies.append(time.perf_counter() - started)
         project = render(snapshot, work / f"u{i}", ref="v1")
         git(project, "init", "-q", "-b", "main")
@@ -213,8 +226,6 @@ def ensure_node_baseline(source: Path) -> Path:
 
 def free_port() -> int:
     """Return a TCP port that is free right now."""
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -225,7 +236,7 @@ def healthy(port: int) -> bool:
     """Whether the server answers its health check."""
     try:
         url = f"http://127.0.0.1:{port}/cache-healthcheck?"
-        with urllib.request.urlopen(url, timeout=1) as answer:  # noqa: S310 - fixed local URL
+        with urllib.request.urlopen(url, timeout=1) as answer:
             return bool(answer.status == 200)
     except OSError:
         return False
@@ -237,7 +248,7 @@ def started(server: Server, port: int, extra_env: dict[str, str], logs: Path) ->
     env = {**os.environ, **server.env, **extra_env, "PORT": str(port), "BENCH": "1"}
     with (logs / f"{server.name}-{port}.log").open("w") as log_file:
         process = subprocess.Popen(
-            ["taskset", "-c", SERVER_CORE, *server.argv],
+            [*PINNED_SERVER, *server.argv],
             cwd=server.cwd,
             env=env,
             stdout=log_file,
@@ -263,7 +274,7 @@ def drive(loadgen: Path, port: int, pid: int, config: Result, probe_prefix: Path
     """Run the load generator pinned to the client core; return its JSON result."""
     prober = {"cmd": [sys.executable, str(HERE / "prober.py")], "outPrefix": str(probe_prefix)}
     config = {"port": port, "serverPid": pid, "prober": prober, **config}
-    argv = ["taskset", "-c", CLIENT_CORE, "node", str(loadgen), json.dumps(config)]
+    argv = [*PINNED_CLIENT, "node", str(loadgen), json.dumps(config)]
     output = run(argv, timeout=450)
     result: Result = json.loads(output.strip().splitlines()[-1])
     if "error" in result:
@@ -324,13 +335,13 @@ class Bench:
         port = free_port()
         with started(server, port, env, self.work) as pid:
             slow = subprocess.Popen(
-                ["taskset", "-c", CLIENT_CORE, sys.executable, str(HERE / "slowclient.py")]
-                + [str(port), "600"],
+                [*PINNED_CLIENT, sys.executable, str(HERE / "slowclient.py"), str(port), "600"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
             )
-            assert slow.stdout is not None and slow.stdin is not None
+            assert slow.stdout is not None
+            assert slow.stdin is not None
             handshake = json.loads(slow.stdout.readline())
             try:
                 result = drive(self.loadgen, port, pid, config, self.work / f"probe-{self.runs}")
@@ -353,7 +364,7 @@ class Bench:
 # ---- report --------------------------------------------------------------------------------
 
 
-def median(values: list[float | None]) -> float | None:
+def median(values: Sequence[float | None]) -> float | None:
     """Median of the known values (None when there is none)."""
     known = [v for v in values if v is not None]
     return statistics.median(known) if known else None
@@ -397,37 +408,50 @@ def slow_summary(results: dict[str, dict[str, list[Result]]]) -> Result:
         for variant, variant_runs in runs.items():
             growth = [_growth(r) for r in variant_runs]
             figures[variant] = {
-                "deliveries/s": median([_field("burst", "deliveriesPerSec")(r) for r in variant_runs]),
+                "deliveries/s": median(
+                    [_field("burst", "deliveriesPerSec")(r) for r in variant_runs]
+                ),
                 "p99 ms": median([_field("burst", "latP99ms")(r) for r in variant_runs]),
                 "memory growth KB": median(growth),
                 "complete": all(_field("burst", "complete")(r) for r in variant_runs),
             }
         slow = [r.get("slowClient", {}) for r in runs["with_slow"]]
-        figures["slow client close codes"] = [s.get("close_code") for s in slow]
+        figures["slow client cut off"] = [bool(s.get("closed_by_server")) for s in slow]
         figures["p99 change"] = ratio(figures["with_slow"]["p99 ms"], figures["alone"]["p99 ms"])
         extra = [
             (w or 0) - (a or 0)
             for w, a in zip(
-                [_growth(r) for r in runs["with_slow"]], [_growth(r) for r in runs["alone"]], strict=True
+                [_growth(r) for r in runs["with_slow"]],
+                [_growth(r) for r in runs["alone"]],
+                strict=True,
             )
         ]
-        figures["extra memory KB"] = median(list(extra))
+        figures["extra memory KB"] = median(extra)
+        alone_growth = [g for g in (_growth(r) for r in runs["alone"]) if g is not None]
+        # RSS moves in pages and allocator arenas: the spread without the slow client is the noise.
+        figures["noise KB"] = max(alone_growth) - min(alone_growth) if alone_growth else None
         summary[name] = figures
         alone, with_slow = figures["alone"], figures["with_slow"]
         print(
-            f"  {name:8} deliveries/s {fmt(alone['deliveries/s'])} -> {fmt(with_slow['deliveries/s'])}"
+            f"  {name:8} deliveries/s {fmt(alone['deliveries/s'])} ->"
+            f" {fmt(with_slow['deliveries/s'])}"
             f", p99 {fmt(alone['p99 ms'])} -> {fmt(with_slow['p99 ms'])} ms"
             f" (x{fmt(figures['p99 change'])}), all delivered: {with_slow['complete']}"
             f", RSS growth in the burst {fmt(alone['memory growth KB'])} ->"
             f" {fmt(with_slow['memory growth KB'])} KB (extra {fmt(figures['extra memory KB'])} KB)"
-            f", slow client closed with {figures['slow client close codes']}"
+            f", noise {fmt(figures['noise KB'])} KB"
+            f", slow client cut off: {figures['slow client cut off']}"
         )
     return summary
 
 
 def _growth(result: Result) -> float | None:
     burst = _phase(result, "burst")
-    return None if burst is None else burst["peakRssKb"] - burst["rssBeforeKb"]
+    if burst is None:
+        return None
+    # The shared kit's client.js has no rssBeforeKb: the RSS after connecting is its equivalent.
+    before = burst["rssBeforeKb"] if "rssBeforeKb" in burst else result["rss1Kb"]
+    return float(burst["peakRssKb"]) - float(before)
 
 
 def idle_summary(n: int, results: dict[str, list[Result]]) -> Result:
@@ -455,34 +479,65 @@ def goals(report: Result, app: str, base: str | None) -> list[tuple[str, str, bo
     fan = report.get("fan_out", {})
     for n in (1000, 5000):
         m = fan.get(str(n))
-        r = ratio(m[app]["deliveries/s (burst)"], m[base]["deliveries/s (burst)"]) if m and base else None
-        rows.append((f"deliveries/s >= 1.0x baseline, N={n}", f"{fmt(r)}x", None if r is None else r >= 1))
-        c = ratio(m[app]["server CPU us/delivery"], m[base]["server CPU us/delivery"]) if m and base else None
-        rows.append((f"CPU/delivery <= baseline, N={n}", f"{fmt(c)}x", None if c is None else c <= 1))
+        r = (
+            ratio(m[app]["deliveries/s (burst)"], m[base]["deliveries/s (burst)"])
+            if m and base
+            else None
+        )
+        rows.append(
+            (f"deliveries/s >= 1.0x baseline, N={n}", f"{fmt(r)}x", None if r is None else r >= 1)
+        )
+        c = (
+            ratio(m[app]["server CPU us/delivery"], m[base]["server CPU us/delivery"])
+            if m and base
+            else None
+        )
+        rows.append(
+            (f"CPU/delivery <= baseline, N={n}", f"{fmt(c)}x", None if c is None else c <= 1)
+        )
     h = fan.get("5000", {}).get(app, {}).get("health p99 ms (burst)")
-    rows.append(("health p99 <= 100 ms during N=5000 burst", f"{fmt(h)} ms", None if h is None else h <= 100))
+    rows.append(
+        (
+            "health p99 <= 100 ms during N=5000 burst",
+            f"{fmt(h)} ms",
+            None if h is None else h <= 100,
+        )
+    )
     idle = report.get("idle", {}).get(app)
     if idle:
         kb = idle["RSS KB/connection"]
-        rows.append(("<= 16 KB RSS per idle connection", f"{fmt(kb)} KB", kb is not None and kb <= 16))
+        rows.append(
+            ("<= 16 KB RSS per idle connection", f"{fmt(kb)} KB", kb is not None and kb <= 16)
+        )
         held = idle["open at end"]
-        rows.append((f"{report['idle_n']:,} connections held", f"{held:,}", held >= report["idle_n"]))
+        rows.append(
+            (f"{report['idle_n']:,} connections held", f"{held:,}", held >= report["idle_n"])
+        )
     slow = report.get("slow", {}).get(app)
     if slow:
         change = slow["p99 change"]
-        rows.append(("slow client: others' p99 within 10%", f"x{fmt(change)}", change is not None and change <= 1.1))
-        extra, limit_kb = slow["extra memory KB"], report["slow_limit"] / 1024
         rows.append(
             (
-                f"slow client: memory growth <= limit ({limit_kb:.0f} KB)",
+                "slow client: others' p99 within 10%",
+                f"x{fmt(change)}",
+                change is not None and change <= 1.1,
+            )
+        )
+        extra, limit_kb = slow["extra memory KB"], report["slow_limit"] / 1024
+        bound = limit_kb + (slow["noise KB"] or 0)
+        rows.append(
+            (
+                f"slow client: memory growth <= limit ({limit_kb:.0f} KB) + noise",
                 f"{fmt(extra)} KB",
-                extra is not None and extra <= limit_kb,
+                extra is not None and extra <= bound,
             )
         )
     renders = report.get("renders")
     if renders:
         rows.append(("copier copy < 1.5 s", f"{renders['copy_s']:.2f} s", renders["copy_s"] < 1.5))
-        rows.append(("copier update < 3 s", f"{renders['update_s']:.2f} s", renders["update_s"] < 3))
+        rows.append(
+            ("copier update < 3 s", f"{renders['update_s']:.2f} s", renders["update_s"] < 3)
+        )
     print("\nGoals:")
     for goal, measured, met in rows:
         verdict = "not measured" if met is None else ("met" if met else "NOT MET")
@@ -496,14 +551,18 @@ def machine(python: Path, node_dir: Path | None) -> Result:
         [
             str(python),
             "-c",
-            "import sys, aiohttp, uvloop; print(sys.version.split()[0], aiohttp.__version__, uvloop.__version__)",
+            "import sys, aiohttp, uvloop;"
+            "print(sys.version.split()[0], aiohttp.__version__, uvloop.__version__)",
         ]
     ).split()
     info: Result = {
         "nproc": os.cpu_count(),
         "cpu": next(
-            (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-             if line.startswith("model name")),
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
             platform.processor(),
         ),
         "kernel": platform.release(),
@@ -514,7 +573,9 @@ def machine(python: Path, node_dir: Path | None) -> Result:
     }
     if node_dir is not None:
         info["node"] = run(["node", "--version"]).strip()
-        info["ws"] = json.loads((node_dir / "node_modules" / "ws" / "package.json").read_text())["version"]
+        info["ws"] = json.loads((node_dir / "node_modules" / "ws" / "package.json").read_text())[
+            "version"
+        ]
     return info
 
 
@@ -538,6 +599,9 @@ def raise_open_files(needed: int) -> None:
 def parse_args() -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--template", type=Path, default=REPO, help="the template repository (default: this one)"
+    )
     parser.add_argument("--ns", type=int, nargs="+", default=[1000, 5000], help="client counts")
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument(
@@ -553,13 +617,22 @@ def parse_args() -> argparse.Namespace:
         help="load generator (e.g. ../shared/bench/client.js; same config and output)",
     )
     parser.add_argument("--idle", type=int, default=10_000, help="idle connections (0: skip)")
-    parser.add_argument("--slow-n", type=int, default=1000, help="clients in the slow-client run (0: skip)")
-    parser.add_argument("--slow-burst", type=int, default=1000, help="broadcasts in the slow-client run")
     parser.add_argument(
-        "--slow-limit", type=int, default=16384, help="the app's MAX_CLIENT_BUFFER_BYTES in that run"
+        "--slow-n", type=int, default=100, help="clients in the slow-client run (0: skip)"
+    )
+    parser.add_argument(
+        "--slow-burst", type=int, default=10_000, help="broadcasts in the slow-client run"
+    )
+    parser.add_argument(
+        "--slow-limit",
+        type=int,
+        default=16384,
+        help="the app's MAX_CLIENT_BUFFER_BYTES in that run",
     )
     parser.add_argument("--no-render-timing", action="store_true")
-    parser.add_argument("--wait-quiet", type=float, default=0, help="seconds to wait for load < 0.5")
+    parser.add_argument(
+        "--wait-quiet", type=float, default=0, help="seconds to wait for load < 0.5"
+    )
     parser.add_argument("--json", type=Path, help="also write every run's raw results here")
     return parser.parse_args()
 
@@ -567,19 +640,20 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     """Render, install, benchmark and report."""
     args = parse_args()
-    raise_open_files(max(args.ns + [args.idle]) * 2 + 1000)
+    raise_open_files(max([*args.ns, args.idle]) + 1000)
     report: Result = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     with tempfile.TemporaryDirectory(prefix="vip-bench-") as tmp:
         work = Path(tmp)
         settings = work / "copier-settings.yml"
         settings.write_text("defaults: {}\n")
         os.environ["COPIER_SETTINGS_PATH"] = str(settings)  # the user's copier defaults stay out
-        snapshot = snapshot_template(work / "template")
+        snapshot = snapshot_template(args.template, work / "template")
         project = render(snapshot, work / "project")
-        answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
-        package = answers["package_name"]
+        package = next(p.parent.name for p in (project / "src").glob("*/__main__.py"))
         python = ensure_venv(project)
-        app = Server("python", [str(python), "-m", package], project, {"PYTHONPATH": str(project / "src")})
+        app = Server(
+            "python", [str(python), "-m", package], project, {"PYTHONPATH": str(project / "src")}
+        )
         servers = [app]
         node_dir = None
         if args.baseline.is_dir() and shutil.which("node"):
@@ -589,11 +663,11 @@ def main() -> None:
             log(f"no Node baseline at {args.baseline}: the app alone, no ratios")
         base = "node" if node_dir else None
         report["machine"] = machine(python, node_dir)
+        wait_for_quiet(args.wait_quiet, 0.5)
+        report["load_before"] = os.getloadavg()
         if not args.no_render_timing:
             log("timing copier copy and copier update")
             report["renders"] = time_renders(snapshot, work / "renders", args.repetitions)
-        wait_for_quiet(args.wait_quiet, 0.5)
-        report["load_before"] = os.getloadavg()
         bench = Bench(servers, args.loadgen, work, args.repetitions)
         raw: Result = {}
         report["fan_out"] = {}
@@ -611,7 +685,10 @@ def main() -> None:
         report["load_after"] = os.getloadavg()
         if "renders" in report:
             r = report["renders"]
-            print(f"\ncopier copy {r['copy_s']:.2f} s, copier update v1 -> v2 {r['update_s']:.2f} s (medians)")
+            print(
+                f"\ncopier copy {r['copy_s']:.2f} s,"
+                f" copier update v1 -> v2 {r['update_s']:.2f} s (medians)"
+            )
         report["goals"] = goals(report, app.name, base)
         print(f"\nmachine: {json.dumps(report['machine'])}")
         print(f"load average before/after: {report['load_before']} / {report['load_after']}")

@@ -1,8 +1,10 @@
 """A WebSocket client that completes the handshake and then stops reading.
 
-Its receive buffer is 4 KiB, so the server soon holds everything sent to it. After SECONDS it
-reads what is left (for up to 2 s) and prints JSON: the bytes it received and the close code the
-server sent, if any (1013 when the server cut it off). Usage: ``slowclient.py PORT SECONDS``
+Its receive buffer is 4 KiB, so the server soon holds everything sent to it. When its standard
+input closes (or after SECONDS), it reads what is left (for up to 2 s) and prints JSON: the bytes it
+received, whether the server ended the connection, and the close code it sent if that arrived (a
+server that cuts off a slow client may reset the connection before its close frame gets through).
+Usage: ``slowclient.py PORT SECONDS``
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
 import socket
 import sys
 import time
@@ -48,17 +51,25 @@ def main() -> None:
     while b"\r\n\r\n" not in head:
         head += sock.recv(1)  # the handshake answer only, byte by byte
     print(json.dumps({"status": head.split(b"\r\n")[0].decode()}), flush=True)
-    time.sleep(seconds)
+    select.select([sys.stdin], [], [], seconds)  # stall until stdin closes or time is up
     stream = b""
     sock.settimeout(DRAIN_SECONDS)
     end = time.monotonic() + DRAIN_SECONDS
+    ended = False
     try:
-        while time.monotonic() < end and (chunk := sock.recv(1 << 20)):
+        while time.monotonic() < end:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                ended = True
+                break
             stream += chunk
-    except (TimeoutError, ConnectionError):
+    except TimeoutError:
         pass
+    except ConnectionError:
+        ended = True
     sock.close()
-    print(json.dumps({"received_bytes": len(stream), "close_code": close_code(stream)}), flush=True)
+    report = {"received_bytes": len(stream), "closed_by_server": ended}
+    print(json.dumps({**report, "close_code": close_code(stream)}), flush=True)
 
 
 if __name__ == "__main__":

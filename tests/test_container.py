@@ -28,9 +28,10 @@ from typing import Any, NoReturn
 
 import pytest
 import yaml
-from conftest import render
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
+
+from conftest import render
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONTAINER_SCRIPTS = REPO_ROOT / "tests" / "container"

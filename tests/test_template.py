@@ -135,7 +135,9 @@ def assert_redis_only_when_asked(project: Path, package: str, redis: bool) -> No
 
 def test_redis_question_is_last_and_off_by_default() -> None:
     questions = yaml.safe_load((Path(__file__).parent.parent / "copier.yml").read_text())
-    asked = [k for k, v in questions.items() if not k.startswith("_") and v.get("when") is not False]
+    asked = [
+        k for k, v in questions.items() if not k.startswith("_") and v.get("when") is not False
+    ]
     assert asked[-1] == "redis"
     assert questions["redis"]["type"] == "bool"
     assert questions["redis"]["default"] is False
