@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,6 +80,19 @@ def snapshot_template(dest: Path, tag: str | None = None) -> Path:
 def template_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One committed snapshot of the template, so renders never depend on a dirty work tree."""
     return snapshot_template(tmp_path_factory.mktemp("snapshot") / "template")
+
+
+def platform_port() -> int:
+    """Return a free port in 3001-3999, the range the platform's preflight picks ``PORT`` from."""
+    for _ in range(50):
+        port = random.randint(3001, 3999)  # noqa: S311 - not for security
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port in 3001-3999")
 
 
 def render(template: Path, dest: Path, **data: Any) -> Path:

@@ -14,10 +14,8 @@ import contextlib
 import http.client
 import json
 import os
-import random
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -31,7 +29,7 @@ import yaml
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import render
+from conftest import platform_port, render
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONTAINER_SCRIPTS = REPO_ROOT / "tests" / "container"
@@ -242,18 +240,6 @@ def image(
         _run([podman, "rmi", "-f", tag])
 
 
-def _free_port() -> int:
-    for _ in range(50):
-        port = random.randint(3001, 3999)  # noqa: S311 - not for security
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port in 3001-3999")
-
-
 def _http(port: int, method: str, path: str) -> tuple[int, bytes]:
     """A raw request: the path goes out byte for byte (the literal `?` included)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -275,7 +261,7 @@ class Containers:
 
     def start(self) -> tuple[str, int]:
         name = f"vip-skeleton-test-{uuid.uuid4().hex[:12]}"
-        port = _free_port()
+        port = platform_port()
         self.names.append(name)
         started = time.monotonic()
         run = _run(

@@ -25,10 +25,8 @@ import http.server
 import importlib.util
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -41,7 +39,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from conftest import git, render
+from conftest import git, platform_port, render
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PLATFORM = REPO_ROOT / "tests" / "platform"
@@ -70,18 +68,6 @@ def _run(
 
 def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
-
-
-def _free_port() -> int:
-    for _ in range(50):
-        port = random.randint(3001, 3999)  # noqa: S311 - the platform's range; not for security
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port in 3001-3999")
 
 
 def _health(port: int) -> int:
@@ -167,7 +153,7 @@ def _platform_build(project: Path, env: dict[str, str] | None = None) -> tuple[s
 def _start_stop_check(project: Path, env: dict[str, str] | None = None) -> None:
     """``npm start`` with a random PORT: health 200, integers on /_ws/, SIGTERM to npm -> 1001."""
     assert NPM is not None
-    port = _free_port()
+    port = platform_port()
     run_env = {**(env or os.environ), "PORT": str(port), "NODE_ENV": "production"}
     run_env["TICK_SECONDS"] = "0.1"
     log = project.parent / f"{project.name}-npm-start.log"  # outside the checkout
@@ -500,7 +486,7 @@ def test_platform_build_in_node_image_stand_in(
         assert build.returncode == 0, "podman build failed:\n" + _tail(output, 60)
         print(f"\npodman build on the node stand-in: {time.monotonic() - started:.1f} s")
         assert "no pip in this python3: fetching pip" in output, _tail(output)
-        port = _free_port()
+        port = platform_port()
         run = _run(
             [podman, "run", "-d", "--name", name, "--read-only", "--tmpfs", "/tmp",  # noqa: S108
              "--network=host", "-e", f"PORT={port}", "-e", "NODE_ENV=production",
