@@ -11,6 +11,7 @@ import os
 import re
 import select
 import shutil
+import site
 import subprocess
 import sys
 import time
@@ -191,11 +192,12 @@ def test_offline_new_and_update_from_installed_wheels(tmp_path: Path) -> None:
     wheel_b = build_release(tmp_path, "release-b", "999.0.0", "# release B\n*.tmp\n")
     version_a = wheel_a.name.split("-")[1]
     venv = tmp_path / "venv"
-    # The fresh virtualenv borrows the already installed dependencies; vip-skeleton itself comes
+    # The fresh virtualenv borrows the test environment's installed dependencies (a path in a .pth
+    # file, so that environment's own editable vip-skeleton stays out); vip-skeleton itself comes
     # only from the wheels, with the package index switched off.
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120
-    )
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    [site_packages] = venv.glob("lib/python*/site-packages")
+    (site_packages / "borrowed.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-index"]
     subprocess.run([*pip, "--no-deps", str(wheel_a)], check=True, timeout=300)
     home = tmp_path / "home"

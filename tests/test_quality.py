@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,3 +32,13 @@ def test_repository_code_is_clean(command: list[str]) -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_test_extra_holds_the_build_backend() -> None:
+    """The README's install command brings what the wheel-building tests run without isolation."""
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    test_extra = {
+        Requirement(r).name for r in pyproject["project"]["optional-dependencies"]["test"]
+    }
+    backend = {Requirement(r).name for r in pyproject["build-system"]["requires"]}
+    assert backend <= test_extra, f"add {sorted(backend - test_extra)} to the test extra"
