@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -11,6 +12,8 @@ from collections.abc import Callable
 from aiohttp import web
 
 from .app import create_app
+from .broker import Broker
+from .scaleout import create_broker
 from .settings import Settings, SettingsError
 
 logger = logging.getLogger(__package__)
@@ -19,10 +22,10 @@ logger = logging.getLogger(__package__)
 SHUTDOWN_TIMEOUT = 5.0
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, broker: Broker) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     runner = web.AppRunner(
-        create_app(settings),
+        create_app(settings, broker),
         access_log=None,
         handle_signals=False,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
@@ -56,6 +59,7 @@ def main() -> None:
     """Read the settings, configure logging and run the server."""
     try:
         settings = Settings.from_environ()
+        broker = create_broker(settings, os.environ)
     except SettingsError as error:
         sys.exit(f"error: {error}")
     # Logs go to stderr, one line per event: the platform collects stdout and stderr.
@@ -65,7 +69,7 @@ def main() -> None:
         stream=sys.stderr,
     )
     with asyncio.Runner(loop_factory=_fastest_event_loop()) as runner:
-        runner.run(serve(settings))
+        runner.run(serve(settings, broker))
 
 
 if __name__ == "__main__":

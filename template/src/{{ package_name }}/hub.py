@@ -1,9 +1,20 @@
 """The one WebSocket hub of the process, shared by every connection.
 
-Every broadcast is encoded once, kept in a bounded replay buffer for clients that reconnect, and
-written directly to each client's transport: no task and no queue per delivery. A client that stops
-reading is cut off once its unsent data passes a limit, so it can neither stall the others nor make
-memory grow without bound.
+Every broadcast goes through the broker (which gives it its id and brings it to the hub of every
+process), is framed once, kept in the replay log for clients that reconnect, and written directly
+to each client's transport: no task and no queue per delivery. A client that stops reading is cut
+off once its unsent data passes a limit, so it can neither stall the others nor make memory grow
+without bound.
+
+A reconnecting client is brought up to date by a task of its own, paced by that client alone:
+chunks of the replay log written whole, each once the previous one has drained, through the same
+unsent-bytes limit as live frames, and never under anything that others wait on. Only then does it
+receive live broadcasts, so it gets every missed broadcast, then the live ones, in order, once.
+
+The hub writes frames to the transport itself and relies on two things aiohttp does: its
+connections here never compress, so a frame is written whole in one go with no await in between;
+and ``WebSocketResponse.close()`` marks the response ``closed`` before it writes the close frame,
+so checking ``closed`` right before a write keeps any data frame from following a close frame.
 """
 
 from __future__ import annotations
@@ -13,11 +24,14 @@ import json
 import logging
 import socket
 import struct
-import time
-from collections import deque
-from collections.abc import Iterable
+from typing import NamedTuple
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, web
+
+from .broker import Broker, HubUnavailable
+from .replay import ReplayLog
+
+__all__ = ["CLOSE_TIMEOUT", "Hub", "HubUnavailable", "gap_frame"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,52 +42,67 @@ YIELD_EVERY = 256
 #: Seconds a closing handshake may take before the connection is dropped.
 CLOSE_TIMEOUT = 3.0
 
+#: Seconds a client that saw broadcasts this process has not delivered yet (it comes from another
+#: process of a shared broker) waits for them before it is told about a gap.
+CATCH_UP_SECONDS = 2.0
+
+#: Broadcasts asked from the broker at once for a client older than the replay log.
+HISTORY_PAGE = 100
+
+#: Longest pause, in seconds, between two looks at a catching-up client's unsent data.
+DRAIN_POLL_MAX = 0.1
+
 HEARTBEAT_FRAME = b'{"type":"heartbeat"}'
 
 
-class HubUnavailable(RuntimeError):
-    """A broadcast or a producer's step could not be made now (e.g. the message broker is down)."""
+class _CatchUp(NamedTuple):
+    """A client being brought up to date."""
+
+    transport: asyncio.Transport
+    task: asyncio.Task[None]
 
 
 class Hub:
     """Fans broadcasts out to every connected WebSocket client.
 
-    Message ids increase by one per broadcast and start at the hub's creation time in microseconds
-    since the epoch, so they keep increasing across restarts of the process. A client that
-    reconnects with the last id it saw gets every broadcast it missed, in order, before any live
-    one, as long as the replay buffer still holds them; otherwise it is told about the gap.
-
     Args:
+        broker: Gives broadcasts their ids and delivers them to this hub (and to the others).
         replay_size: Number of recent broadcasts kept for reconnecting clients (0 keeps none).
         max_client_buffer_bytes: Unsent bytes one client may hold before it is closed with 1013.
     """
 
-    def __init__(self, *, replay_size: int, max_client_buffer_bytes: int) -> None:
+    def __init__(self, broker: Broker, *, replay_size: int, max_client_buffer_bytes: int) -> None:
+        self._broker = broker
+        self._log = ReplayLog(replay_size)
+        self._log_restarts = 0  # times a hole in the ids made the replay log start again
         self._clients: dict[web.WebSocketResponse, asyncio.Transport] = {}
-        self._history: deque[tuple[int, bytes]] = deque(maxlen=replay_size)
-        self._last_id = time.time_ns() // 1000
-        self._counters: dict[str, int] = {}
+        self._catching_up: dict[web.WebSocketResponse, _CatchUp] = {}
         self._max_client_buffer_bytes = max_client_buffer_bytes
-        # One fan-out at a time, so every client receives frames in id order.
+        # One fan-out at a time, so every client receives frames in id order. Whoever holds it
+        # only writes to transports and yields: it never waits for a client.
         self._fan_out_lock = asyncio.Lock()
+        self._delivered = asyncio.Event()  # set, and replaced, at each delivery
         self._closing_tasks: set[asyncio.Task[None]] = set()
         #: Set while at least one client is connected.
         self.occupied = asyncio.Event()
 
     @property
     def client_count(self) -> int:
-        """Number of connected clients."""
-        return len(self._clients)
+        """Number of connected clients, catching up or live."""
+        return len(self._clients) + len(self._catching_up)
 
-    @property
-    def last_id(self) -> int:
-        """Id of the latest broadcast (the start id when there was none)."""
-        return self._last_id
+    async def start(self) -> None:
+        """Start receiving broadcasts from the broker; never waits for a remote service."""
+        await self._broker.start(self)
 
-    async def join(
+    async def stop(self) -> None:
+        """Stop the broker (after the producers, so that their leases are given up)."""
+        await self._broker.stop()
+
+    def join(
         self, ws: web.WebSocketResponse, transport: asyncio.Transport, last_id: int | None
     ) -> None:
-        """Add a prepared WebSocket, first replaying what it missed since ``last_id``.
+        """Add a prepared WebSocket; with ``last_id``, first bring it up to date in the background.
 
         Args:
             ws: The client's prepared WebSocket response.
@@ -87,51 +116,80 @@ class Hub:
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limit)
-        async with self._fan_out_lock:
-            if last_id is not None:
-                for frame in await self._replay(last_id):
-                    await ws.send_frame(frame, WSMsgType.TEXT)
+        if last_id is None or last_id == self._log.newest_id:
             self._clients[ws] = transport
+        else:
+            task = asyncio.create_task(self._catch_up(ws, transport, last_id))
+            self._catching_up[ws] = _CatchUp(transport, task)
+            task.add_done_callback(lambda _task: self._catching_up.pop(ws, None))
         self.occupied.set()
-        logger.debug("client joined (%d connected)", len(self._clients))
+        logger.debug("client joined (%d connected)", self.client_count)
 
     def leave(self, ws: web.WebSocketResponse) -> None:
         """Forget a client whose connection has ended."""
-        if self._clients.pop(ws, None) is not None:
-            logger.debug("client left (%d connected)", len(self._clients))
-        if not self._clients:
+        catching_up = self._catching_up.pop(ws, None)
+        if catching_up is not None and catching_up.task is not asyncio.current_task():
+            catching_up.task.cancel()
+        if self._clients.pop(ws, None) is not None or catching_up is not None:
+            logger.debug("client left (%d connected)", self.client_count)
+        if not self.client_count:
             self.occupied.clear()
 
     async def broadcast(self, data: object) -> int:
-        """Send ``data`` as ``{"id": ..., "data": ...}`` to every client.
+        """Send ``data`` as ``{"id": ..., "data": ...}`` to every client of every process.
 
         Returns:
             The id of this broadcast.
+
+        Raises:
+            HubUnavailable: The broker could not take the broadcast.
+            ValueError: ``data`` holds a number JSON cannot carry (NaN or infinity).
         """
+        return await self._broker.publish(json.dumps(data, separators=(",", ":"), allow_nan=False))
+
+    async def send_heartbeat(self) -> None:
+        """Send a heartbeat frame to every live client, so clients can tell a dead connection."""
         async with self._fan_out_lock:
-            self._last_id += 1
-            frame = json.dumps({"id": self._last_id, "data": data}, separators=(",", ":")).encode()
-            self._history.append((self._last_id, frame))
-            await self._fan_out(frame)
-            return self._last_id
+            await self._fan_out(_text_frame(HEARTBEAT_FRAME))
+
+    async def close_all(self, code: int = WSCloseCode.GOING_AWAY) -> None:
+        """Close every connection with ``code`` (default 1001), within ``CLOSE_TIMEOUT``."""
+        for catching_up in self._catching_up.values():
+            catching_up.task.cancel()
+        clients = [*self._clients.items()]
+        clients += [(ws, catching_up.transport) for ws, catching_up in self._catching_up.items()]
+        self._clients.clear()
+        self._catching_up.clear()
+        self.occupied.clear()
+        logger.info("closing %d WebSocket connections with %d", len(clients), code)
+        await asyncio.gather(*(_close(ws, tr, code, b"server shutdown") for ws, tr in clients))
+        if self._closing_tasks:
+            await asyncio.gather(*self._closing_tasks)
+
+    # --- producers ---------------------------------------------------------------------------
 
     async def acquire_producer(self, name: str) -> bool:
         """Wait until this process may run the producer ``name`` for every client.
 
-        A producer (such as the integers demo) runs only in one place at a time. With one process
-        that is here, at once; a hub shared by several processes waits for a cluster-wide lease.
+        A producer (such as the integers demo) runs only in one place at a time: the process that
+        holds the broker's lease ``name``. With the in-process broker that is here, at once.
 
         Returns:
             True once this process is the producer; False if its last client left first.
         """
-        return self.client_count > 0
+        while self.client_count:
+            if await self._broker.acquire_lease(name):
+                return True
+            await asyncio.sleep(self._broker.lease_retry_seconds)
+        return False
 
     def is_producer(self, name: str) -> bool:
         """Whether this process still holds the producer ``name`` (a lease may be lost)."""
-        return True
+        return self._broker.holds_lease(name)
 
     async def release_producer(self, name: str) -> None:
         """Give up the producer ``name`` so that another process can take it over."""
+        await self._broker.release_lease(name)
 
     async def next_count(self, name: str) -> int:
         """Return the next value (1, 2, ...) of the producer ``name``'s counter.
@@ -142,43 +200,32 @@ class Hub:
         Raises:
             HubUnavailable: The value cannot be had now, or this process lost the producer.
         """
-        value = self._counters.get(name, 0) + 1
-        self._counters[name] = value
-        return value
+        return await self._broker.next_count(name)
 
-    async def send_heartbeat(self) -> None:
-        """Send a heartbeat frame to every client, so clients can tell a dead connection."""
+    # --- delivery ----------------------------------------------------------------------------
+
+    def resume_after(self, message_id: int) -> None:
+        """Called by the broker: the next broadcast follows ``message_id``, made elsewhere."""
+        self._log.resume_after(message_id)
+
+    async def deliver(self, message_id: int, message: bytes) -> None:
+        """Called by the broker: fan one broadcast out to the live clients, in id order."""
+        frame = _text_frame(message)
         async with self._fan_out_lock:
-            await self._fan_out(HEARTBEAT_FRAME)
+            newest_id = self._log.newest_id
+            if not self._log.append(message_id, frame) and newest_id is not None:
+                # Broadcasts were lost to this process (the broker restarted, or it was away
+                # longer than the broker keeps them): tell the clients, never replay across it.
+                self._log_restarts += 1
+                await self._fan_out(_text_frame(gap_frame(newest_id, message_id)))
+            await self._fan_out(frame)
+        self._delivered.set()
+        self._delivered = asyncio.Event()
 
-    async def close_all(self, code: int = WSCloseCode.GOING_AWAY) -> None:
-        """Close every connection with ``code`` (default 1001), within ``CLOSE_TIMEOUT``."""
-        clients = list(self._clients.items())
-        self._clients.clear()
-        self.occupied.clear()
-        logger.info("closing %d WebSocket connections with %d", len(clients), code)
-        await asyncio.gather(*(_close(ws, tr, code, b"server shutdown") for ws, tr in clients))
-        if self._closing_tasks:
-            await asyncio.gather(*self._closing_tasks)
-
-    async def _replay(self, last_id: int) -> Iterable[bytes]:
-        """Frames a client that saw ``last_id`` missed (called under the fan-out lock)."""
-        return self._frames_after(last_id)
-
-    def _frames_after(self, last_id: int) -> Iterable[bytes]:
-        if last_id == self._last_id:
-            return ()
-        oldest_id = self._history[0][0] if self._history else None
-        if last_id > self._last_id or oldest_id is None or last_id < oldest_id - 1:
-            return (gap_frame(last_id, oldest_id),)
-        return [frame for message_id, frame in self._history if message_id > last_id]
-
-    async def _fan_out(self, frame: bytes) -> None:
+    async def _fan_out(self, data: bytes) -> None:
         # Framed once for every client: a delivery is one transport.write, with no coroutine. This
         # bypasses aiohttp's per-send path (two coroutines and a copy), which cost 20-30 % of the
-        # fan-out's throughput (docs/performance.md of vip-skeleton); the frame is RFC 6455's
-        # simplest: final, unmasked, uncompressed text (the hub's connections never compress).
-        data = _text_frame(frame)
+        # fan-out's throughput (docs/performance.md of vip-skeleton).
         limit = self._max_client_buffer_bytes
         clients = tuple(self._clients.items())
         for start in range(0, len(clients), YIELD_EVERY):
@@ -188,14 +235,98 @@ class Hub:
                 if ws.closed or transport.is_closing():
                     self.leave(ws)  # closing: no data frame may follow a close frame
                 elif transport.get_write_buffer_size() > limit:
-                    self._cut_off(ws, transport)
+                    self._cut_off(ws, transport, "stopped reading")
                 else:
                     transport.write(data)
 
-    def _cut_off(self, ws: web.WebSocketResponse, transport: asyncio.Transport) -> None:
+    async def _catch_up(
+        self, ws: web.WebSocketResponse, transport: asyncio.Transport, last_id: int
+    ) -> None:
+        """Bring a reconnecting client from ``last_id`` up to date, then make it live.
+
+        The missed broadcasts come from the replay log, or from the broker's history when the
+        client is older than the log, in chunks of at most the unsent-bytes limit, each written
+        once the client has read most of the previous one. A client that the log overtakes while
+        it reads its backlog is too slow for it and is cut off with 1013; one whose broadcasts
+        can be found nowhere is told about the gap and goes on with the live ones.
+        """
+        try:
+            up_to_date = await self._bring_up_to_date(ws, transport, last_id)
+        except Exception:  # a broker failing in an unforeseen way must not strand the client
+            logger.exception("could not bring a reconnecting client up to date")
+            self._cut_off(ws, transport, "could not be brought up to date")
+            return
+        if up_to_date and not _ended(ws, transport):
+            # Up to date: live from the next broadcast on (no await since the last look at the
+            # log, so no broadcast can fall between the replay and the live ones).
+            self._catching_up.pop(ws, None)
+            self._clients[ws] = transport
+
+    async def _bring_up_to_date(
+        self, ws: web.WebSocketResponse, transport: asyncio.Transport, last_id: int
+    ) -> bool:
+        """Write what the client missed; False when it ended or was cut off on the way."""
+        log = self._log
+        limit = self._max_client_buffer_bytes
+        low_water = limit // 4
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CATCH_UP_SECONDS
+        restarts = self._log_restarts
+        cursor = last_id  # the id of the last broadcast this client has
+        from_log = False  # whether the log has served this client already
+        while True:
+            pause = 0.001
+            while transport.get_write_buffer_size() > low_water and not _ended(ws, transport):
+                if from_log and not log.covers(cursor) and restarts == self._log_restarts:
+                    break  # overtaken while it reads: no need to wait for it any longer
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, DRAIN_POLL_MAX)
+            if _ended(ws, transport):
+                return False
+            budget = limit - transport.get_write_buffer_size()
+            newest_id = log.newest_id
+            if restarts != self._log_restarts:
+                break  # a hole in the ids: the live clients were told, tell this one too
+            if log.covers(cursor):
+                frames = log.frames_after(cursor, budget)
+                if not frames:
+                    return True
+                transport.write(b"".join(frames))
+                cursor += len(frames)
+                from_log = True
+            elif from_log:
+                self._cut_off(ws, transport, "fell behind its own backlog")
+                return False
+            elif newest_id is not None and cursor > newest_id:
+                # Ahead of this process: wait for its deliveries if another process may have
+                # made them, else the client's broadcasts are nowhere to be had.
+                remaining = deadline - loop.time()
+                if not self._broker.shared or remaining <= 0:
+                    break
+                await _wait(self._delivered, remaining)
+            else:  # older than the log, or nothing delivered here yet: ask the broker
+                missed = await self._broker.history(cursor, HISTORY_PAGE)
+                if _ended(ws, transport):
+                    return False
+                if missed is None or (missed and missed[0][0] != cursor + 1):
+                    break
+                if not missed:  # the broker has nothing newer: wait for deliveries here
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    await _wait(self._delivered, remaining)
+                    continue
+                frames = _within(budget, [_text_frame(message) for _id, message in missed])
+                transport.write(b"".join(frames))
+                cursor += len(frames)
+        transport.write(_text_frame(gap_frame(cursor, log.oldest_id)))
+        return True
+
+    def _cut_off(self, ws: web.WebSocketResponse, transport: asyncio.Transport, why: str) -> None:
         self.leave(ws)
         logger.warning(
-            "closing a client that stopped reading (%d bytes unsent) with 1013",
+            "closing a client that %s (%d bytes unsent) with 1013",
+            why,
             transport.get_write_buffer_size(),
         )
         task = asyncio.create_task(_close(ws, transport, WSCloseCode.TRY_AGAIN_LATER, b"too slow"))
@@ -210,13 +341,37 @@ def gap_frame(last_id: int, oldest_id: int | None) -> bytes:
 
 
 def _text_frame(payload: bytes) -> bytes:
-    """Frame ``payload`` as one final, unmasked WebSocket text frame (server to client)."""
+    """Frame ``payload`` as one final, unmasked, uncompressed WebSocket text frame (RFC 6455)."""
     length = len(payload)
     if length < 126:
         return struct.pack("!BB", 0x81, length) + payload
     if length < 65536:
         return struct.pack("!BBH", 0x81, 126, length) + payload
     return struct.pack("!BBQ", 0x81, 127, length) + payload
+
+
+def _ended(ws: web.WebSocketResponse, transport: asyncio.Transport) -> bool:
+    """Whether the connection is closing: no data frame may be written to it any more."""
+    return ws.closed or transport.is_closing()
+
+
+def _within(budget: int, frames: list[bytes]) -> list[bytes]:
+    """The first of ``frames`` that fit in ``budget`` bytes, at least one."""
+    size = 0
+    for count, frame in enumerate(frames):
+        size += len(frame)
+        if count and size > budget:
+            return frames[:count]
+    return frames
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Wait for ``event`` at most ``seconds``."""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        pass
 
 
 async def _close(
