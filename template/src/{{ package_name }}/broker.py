@@ -24,8 +24,8 @@ class Receiver(Protocol):
     async def deliver(self, message_id: int, message: bytes) -> None:
         """Take the broadcast ``message_id``; called in id order, once per broadcast."""
 
-    def resume_after(self, message_id: int) -> None:
-        """Know that the next broadcast follows ``message_id``, made before the broker started."""
+    def remember(self, messages: list[tuple[int, bytes]]) -> None:
+        """Keep broadcasts made before the broker started, oldest first, to replay, not to send."""
 
 
 class Broker(Protocol):

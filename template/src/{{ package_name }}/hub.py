@@ -20,6 +20,7 @@ so checking ``closed`` right before a write keeps any data frame from following 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -204,9 +205,10 @@ class Hub:
 
     # --- delivery ----------------------------------------------------------------------------
 
-    def resume_after(self, message_id: int) -> None:
-        """Called by the broker: the next broadcast follows ``message_id``, made elsewhere."""
-        self._log.resume_after(message_id)
+    def remember(self, messages: list[tuple[int, bytes]]) -> None:
+        """Called by the broker: keep broadcasts made elsewhere before it started, for replay."""
+        for message_id, message in messages:
+            self._log.append(message_id, _text_frame(message))
 
     async def deliver(self, message_id: int, message: bytes) -> None:
         """Called by the broker: fan one broadcast out to the live clients, in id order."""
@@ -269,8 +271,7 @@ class Hub:
         log = self._log
         limit = self._max_client_buffer_bytes
         low_water = limit // 4
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + CATCH_UP_SECONDS
+        waited = 0.0  # seconds spent waiting for deliveries since the last progress
         restarts = self._log_restarts
         cursor = last_id  # the id of the last broadcast this client has
         from_log = False  # whether the log has served this client already
@@ -294,16 +295,16 @@ class Hub:
                 transport.write(b"".join(frames))
                 cursor += len(frames)
                 from_log = True
+                waited = 0.0
             elif from_log:
                 self._cut_off(ws, transport, "fell behind its own backlog")
                 return False
             elif newest_id is not None and cursor > newest_id:
                 # Ahead of this process: wait for its deliveries if another process may have
                 # made them, else the client's broadcasts are nowhere to be had.
-                remaining = deadline - loop.time()
-                if not self._broker.shared or remaining <= 0:
+                if not self._broker.shared or waited >= CATCH_UP_SECONDS:
                     break
-                await _wait(self._delivered, remaining)
+                waited += await _wait(self._delivered, CATCH_UP_SECONDS - waited)
             else:  # older than the log, or nothing delivered here yet: ask the broker
                 missed = await self._broker.history(cursor, HISTORY_PAGE)
                 if _ended(ws, transport):
@@ -311,14 +312,14 @@ class Hub:
                 if missed is None or (missed and missed[0][0] != cursor + 1):
                     break
                 if not missed:  # the broker has nothing newer: wait for deliveries here
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
+                    if waited >= CATCH_UP_SECONDS:
                         break
-                    await _wait(self._delivered, remaining)
+                    waited += await _wait(self._delivered, CATCH_UP_SECONDS - waited)
                     continue
                 frames = _within(budget, [_text_frame(message) for _id, message in missed])
                 transport.write(b"".join(frames))
                 cursor += len(frames)
+                waited = 0.0
         transport.write(_text_frame(gap_frame(cursor, log.oldest_id)))
         return True
 
@@ -365,13 +366,14 @@ def _within(budget: int, frames: list[bytes]) -> list[bytes]:
     return frames
 
 
-async def _wait(event: asyncio.Event, seconds: float) -> None:
-    """Wait for ``event`` at most ``seconds``."""
-    try:
+async def _wait(event: asyncio.Event, seconds: float) -> float:
+    """Wait for ``event`` at most ``seconds``; return how long it took."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
             await event.wait()
-    except TimeoutError:
-        pass
+    return loop.time() - started
 
 
 async def _close(

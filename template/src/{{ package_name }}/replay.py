@@ -51,12 +51,6 @@ class ReplayLog:
         self._newest_id = message_id
         return follows
 
-    def resume_after(self, message_id: int) -> None:
-        """Know that the next broadcast follows ``message_id``, which was made elsewhere."""
-        if message_id != self._newest_id:
-            self._entries.clear()
-            self._newest_id = message_id
-
     def covers(self, last_id: int) -> bool:
         """Whether a client that saw ``last_id`` can be brought up to date from this log."""
         if self._newest_id is None or last_id > self._newest_id:
