@@ -124,13 +124,19 @@ def assert_redis_only_when_asked(project: Path, package: str, redis: bool) -> No
     pyproject = tomllib.loads((project / "pyproject.toml").read_text())
     has_dependency = any(dep.startswith("redis") for dep in pyproject["project"]["dependencies"])
     assert has_dependency is redis
-    assert (project / "src" / package / "redis_hub.py").is_file() is redis
+    assert (project / "src" / package / "redis_broker.py").is_file() is redis
     assert (project / "tests" / "test_redis.py").is_file() is redis
     assert (project / "tests" / "test_publish.py").is_file()
     code = [*(project / "src").rglob("*.py"), *(project / "tests").rglob("*.py")]
     mentions = [path.name for path in code if "redis" in path.read_text().lower()]
     if not redis:
         assert mentions == []
+    # What only Redis needs lives in files of its own: app.py and settings.py never mention it.
+    assert "app.py" not in mentions
+    assert "settings.py" not in mentions
+    # No server-side scripts: the platform's Redis documentation warns against them.
+    source = "\n".join(path.read_text() for path in (project / "src").rglob("*.py"))
+    assert not re.search(r"register_script|\.eval(sha)?\(|\bfcall|script_load", source)
 
 
 def test_redis_question_is_last_and_off_by_default() -> None:

@@ -174,7 +174,11 @@ def test_reanswering_adds_and_removes_files(
     project: Path, releases: tuple[Path, Path], install: Install
 ) -> None:
     node_files = ["package.json", "package-lock.json", "scripts"]
-    redis_files = ["src/demo_app/redis_hub.py", "tests/test_redis.py"]
+    redis_files = [
+        "src/demo_app/redis_broker.py",
+        "tests/test_redis.py",
+        "tests/test_redis_settings.py",
+    ]
     assert all((project / name).exists() for name in node_files)
     assert not any((project / name).exists() for name in redis_files)
     install(releases[1], "0.1.0")
