@@ -1,8 +1,8 @@
 """The broker: where broadcasts get their ids, and how they reach the hub of every process.
 
-The hub composes one broker. :class:`LocalBroker`, the default, keeps everything in this process;
-a broker shared by several processes (Redis, in ``redis_broker.py`` when the project was generated
-with it) gives every process the same broadcasts, in the same order, with the same ids.
+The hub composes one broker, chosen in ``scaleout.py``. :class:`LocalBroker`, the default, keeps
+everything in this process; a broker that several processes share (generated with the scale-out
+answer) gives every process the same broadcasts, in the same order, with the same ids.
 
 A broker also keeps producers unique: a producer (such as the integers demo) runs under a lease
 that one process at a time holds, and counts with a counter that only the holder advances.
