@@ -52,6 +52,8 @@ GIT_ENV = {
 }
 
 Result = dict[str, Any]
+#: The server built from ``--before``, an earlier template, measured side by side with this one.
+BEFORE = "before"
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class Server:
     argv: list[str]
     cwd: Path
     env: dict[str, str] = field(default_factory=dict)
+    #: Whether it replays missed broadcasts on ``?last_id=`` (the generated app does).
+    replays: bool = False
 
 
 @dataclass(frozen=True)
@@ -351,6 +355,25 @@ class Bench:
                 slow.wait(timeout=10)
         return {**result, "slowClient": {**handshake, **report}}
 
+    def wave(self, config: Result) -> dict[str, list[Result]]:
+        """A reconnect wave (``wave.py``) against every server that replays, per repetition."""
+        results: dict[str, list[Result]] = {s.name: [] for s in self.servers if s.replays}
+        for rep, server in self.alternate():
+            if not server.replays:
+                continue
+            log(f"reconnect wave rep {rep + 1} {server.name}")
+            self.runs += 1
+            port = free_port()
+            # Room for the replayed broadcasts and the live ones made while the wave is served.
+            env = {"REPLAY_SIZE": str(2 * config["back"])}
+            with started(server, port, env, self.work) as pid:
+                probe = self.work / f"probe-{self.runs}.json"
+                wave_config = {"port": port, "pid": pid, "probe_out": str(probe), **config}
+                argv = [*PINNED_CLIENT, sys.executable, str(HERE / "wave.py")]
+                output = run([*argv, json.dumps(wave_config)], timeout=600)
+                results[server.name].append(json.loads(output.strip().splitlines()[-1]))
+        return results
+
     def idle(self, n: int, hold: float) -> dict[str, list[Result]]:
         """N idle connections held for ``hold`` seconds, per server."""
         config = {"n": n, "burst": 0, "pacedRate": 0, "holdSecs": hold, "conc": 100}
@@ -388,13 +411,18 @@ def fan_out_table(n: int, results: dict[str, list[Result]], app: str, base: str 
         name: {m.label: median([m.read(r) for r in runs]) for m in METRICS}
         for name, runs in results.items()
     }
+    before = BEFORE if BEFORE in results else None
     print(f"\nN={n}  (medians of {len(results[app])}; ratio = {app} / {base})")
-    print(f"  {'figure':26} {app:>10} {base or '':>10} {'ratio':>7}")
+    extra = f" {BEFORE:>10} {app + '/' + BEFORE:>14}" if before else ""
+    print(f"  {'figure':26} {app:>10} {base or '':>10} {'ratio':>7}{extra}")
     for m in METRICS:
         a = medians[app][m.label]
         b = medians[base][m.label] if base else None
         r = ratio(a, b)
         better = "" if r is None else ("  better" if (r >= 1) == m.higher_is_better else "  worse")
+        if before:
+            earlier = medians[before][m.label]
+            better = f" {fmt(earlier):>10} {fmt(ratio(a, earlier)):>14}{better}"
         print(f"  {m.label:26} {fmt(a):>10} {fmt(b):>10} {fmt(r):>7}{better}")
     return medians
 
@@ -441,6 +469,36 @@ def slow_summary(results: dict[str, dict[str, list[Result]]]) -> Result:
             f" {fmt(with_slow['memory growth KB'])} KB (extra {fmt(figures['extra memory KB'])} KB)"
             f", noise {fmt(figures['noise KB'])} KB"
             f", slow client cut off: {figures['slow client cut off']}"
+        )
+    return summary
+
+
+def wave_summary(label: str, results: dict[str, list[Result]]) -> Result:
+    """Medians of the reconnect-wave runs per server, printed."""
+    summary: Result = {}
+    print(f"\nReconnect wave, {label}:")
+    for name, runs in results.items():
+        outcomes: dict[str, int] = {}
+        for r in runs:
+            for outcome, count in r["outcome"].items():
+                outcomes[outcome] = outcomes.get(outcome, 0) + count
+        s: Result = {
+            "wave s": median([r["wave_seconds"] for r in runs]),
+            "replay max s": median([r["replay_max_s"] for r in runs]),
+            "live max silence ms": median([r["live_max_silence_ms"] for r in runs]),
+            "health p99 ms": median([r["health"]["p99"] for r in runs]),
+            "health max ms": median([r["health"]["max"] for r in runs]),
+            "health errors": sum(sum(r["health"]["errors"].values()) for r in runs),
+            "CPU ms/replay": median([r["cpu_per_replay_ms"] for r in runs]),
+            "outcomes": outcomes,
+        }
+        summary[name] = s
+        print(
+            f"  {name:8} wave {fmt(s['wave s'])} s (slowest replay {fmt(s['replay max s'])} s),"
+            f" live clients' longest silence {fmt(s['live max silence ms'])} ms,"
+            f" health p99 {fmt(s['health p99 ms'])} ms (max {fmt(s['health max ms'])},"
+            f" {s['health errors']} errors), server CPU {fmt(s['CPU ms/replay'])} ms per replay,"
+            f" {outcomes}"
         )
     return summary
 
@@ -532,6 +590,14 @@ def goals(report: Result, app: str, base: str | None) -> list[tuple[str, str, bo
                 extra is not None and extra <= bound,
             )
         )
+    for label, waves in report.get("waves", {}).items():
+        w = waves.get(app)
+        if not w:
+            continue
+        h, s, d = w["health p99 ms"], w["live max silence ms"], w["wave s"]
+        rows.append((f"wave ({label}): health p99 < 100 ms", f"{fmt(h)} ms", h < 100))
+        rows.append((f"wave ({label}): live silence < 1 s", f"{fmt(s)} ms", s < 1000))
+        rows.append((f"wave ({label}): served within 5 s", f"{fmt(d)} s", d <= 5 + 0.5))
     renders = report.get("renders")
     if renders:
         rows.append(("copier copy < 1.5 s", f"{renders['copy_s']:.2f} s", renders["copy_s"] < 1.5))
@@ -618,6 +684,17 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--idle", type=int, default=10_000, help="idle connections (0: skip)")
     parser.add_argument(
+        "--wave", type=int, default=2000, help="clients in the reconnect wave (0: skip)"
+    )
+    parser.add_argument(
+        "--wave-back", type=int, default=1000, help="broadcasts each wave client missed"
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="an earlier template checkout (e.g. a git worktree) to measure side by side",
+    )
+    parser.add_argument(
         "--slow-n", type=int, default=100, help="clients in the slow-client run (0: skip)"
     )
     parser.add_argument(
@@ -652,9 +729,24 @@ def main() -> None:
         package = next(p.parent.name for p in (project / "src").glob("*/__main__.py"))
         python = ensure_venv(project)
         app = Server(
-            "python", [str(python), "-m", package], project, {"PYTHONPATH": str(project / "src")}
+            "python",
+            [str(python), "-m", package],
+            project,
+            {"PYTHONPATH": str(project / "src")},
+            replays=True,
         )
         servers = [app]
+        if args.before:
+            earlier = render(snapshot_template(args.before, work / "before"), work / "before-app")
+            servers.append(
+                Server(
+                    BEFORE,
+                    [str(ensure_venv(earlier)), "-m", package],
+                    earlier,
+                    {"PYTHONPATH": str(earlier / "src")},
+                    replays=True,
+                )
+            )
         node_dir = None
         if args.baseline.is_dir() and shutil.which("node"):
             node_dir = ensure_node_baseline(args.baseline)
@@ -678,6 +770,16 @@ def main() -> None:
             raw["slow"] = bench.slow_client(args.slow_n, args.slow_burst, args.slow_limit)
             report["slow_limit"] = args.slow_limit
             report["slow"] = slow_summary(raw["slow"])
+        if args.wave:
+            report["waves"] = {}
+            # All at once (the worst case), and spread as the shipped clients' first reconnect
+            # delay spreads a deploy's wave (a random 0-5 s).
+            for label, spread in (("all at once", 0), ("spread over 5 s", 5)):
+                config = {"wave": args.wave, "back": args.wave_back, "spread_s": spread}
+                raw[f"wave {label}"] = results = bench.wave(config)
+                report["waves"][label] = wave_summary(
+                    f"{args.wave} clients {label}, {args.wave_back} broadcasts back", results
+                )
         if args.idle:
             raw["idle"] = bench.idle(args.idle, hold=5)
             report["idle_n"] = args.idle
