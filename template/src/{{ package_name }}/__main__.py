@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .app import create_app
 from .broker import Broker
@@ -20,6 +23,27 @@ logger = logging.getLogger(__package__)
 
 #: Seconds the server waits for open requests after SIGTERM, well inside ``docker stop``'s 10 s.
 SHUTDOWN_TIMEOUT = 5.0
+#: Seconds a connection may take to send a whole request, or stay idle between two requests.
+IDLE_TIMEOUT = 5.0
+
+
+class ListenError(RuntimeError):
+    """The server cannot listen where it was told to."""
+
+
+class OneLineBadRequests(logging.Filter):
+    """Log a request that aiohttp cannot parse as one line, without its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Replace the traceback of a malformed request by its first line."""
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            reason = str(error.message).strip().splitlines()[0] if error.message else error.code
+            record.msg = f"{record.getMessage()}: {error.code} {reason}"
+            record.args = None
+            record.exc_info = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
 
 
 async def serve(settings: Settings, broker: Broker) -> None:
@@ -29,11 +53,18 @@ async def serve(settings: Settings, broker: Broker) -> None:
         access_log=None,
         handle_signals=False,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
+        # Half-sent requests and idle keep-alive connections are closed (no slowloris).
+        keepalive_timeout=IDLE_TIMEOUT,
     )
     await runner.setup()
     # Plain HTTP on all interfaces: the platform terminates TLS in front of the app.
     site = web.TCPSite(runner, settings.host, settings.port, backlog=2048, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as error:
+        await runner.cleanup()
+        reason = error.strerror or str(error)
+        raise ListenError(f"cannot listen on {settings.host}:{settings.port}: {reason}") from None
     logger.info("listening on http://%s:%d", settings.host, settings.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -57,6 +88,7 @@ def _fastest_event_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def main() -> None:
     """Read the settings, configure logging and run the server."""
+    _raise_file_limit()
     try:
         settings = Settings.from_environ()
         broker = create_broker(settings, os.environ)
@@ -68,8 +100,20 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("aiohttp.server").addFilter(OneLineBadRequests())
     with asyncio.Runner(loop_factory=_fastest_event_loop()) as runner:
-        runner.run(serve(settings, broker))
+        try:
+            runner.run(serve(settings, broker))
+        except ListenError as error:
+            sys.exit(f"error: {error}")
+
+
+def _raise_file_limit() -> None:
+    """Let the process open as many files as its hard limit allows: one per connection."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):  # an unlimited hard limit, say
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,141 @@
+"""Who may connect, and what a connection may do: the checks at the edge, without any I/O.
+
+- :func:`is_websocket_path`: an upgrade is accepted only on a path that begins with a WebSocket
+  prefix both as sent and as a normalising proxy would see it.
+- :func:`origin_allowed`: a browser's upgrade is accepted only from the app's own origin or an
+  allowed one (cross-site WebSocket hijacking).
+- :class:`Allowance`: how many messages and bytes a connection may send per second.
+- :func:`is_valid_close_code`: which close codes a client may send (RFC 6455, section 7.4).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from urllib.parse import unquote, urlsplit
+
+#: Ports an origin or a ``Host`` may leave out.
+DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+#: Seconds of sending at full rate that a connection may save up and spend at once.
+BURST_SECONDS = 2.0
+_REPEATED_SLASHES = re.compile(r"/{2,}")
+
+
+def proxy_path(raw_path: str) -> str:
+    """The path of ``raw_path`` (a request target as sent) as a normalising proxy routes it.
+
+    The query is dropped, percent-escapes are decoded once, repeated slashes become one, and
+    ``.`` and ``..`` segments are resolved (RFC 3986, section 5.2.4), never above the root.
+    """
+    path = _REPEATED_SLASHES.sub("/", unquote(raw_path.partition("?")[0]))
+    segments: list[str] = []
+    for segment in path.split("/"):
+        if segment == "..":
+            if len(segments) > 1:
+                segments.pop()
+        elif segment != ".":
+            segments.append(segment)
+    if path.endswith(("/.", "/..")):
+        segments.append("")
+    return "/".join(segments) or "/"
+
+
+def is_websocket_path(raw_path: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether the path of ``raw_path`` begins with one of ``prefixes`` as sent and as routed."""
+    as_sent = raw_path.partition("?")[0]
+    return as_sent.startswith(prefixes) and proxy_path(raw_path).startswith(prefixes)
+
+
+def normalize_origin(origin: str) -> str | None:
+    """``scheme://host[:port]`` in lower case without a default port; None if it is not one.
+
+    ``null`` (the origin of sandboxed frames and local files) stays ``null``.
+    """
+    origin = origin.strip().lower()
+    if origin == "null":
+        return origin
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.path or parts.query:
+        return None
+    if parts.username is not None or parts.password is not None:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    if port is None or port == DEFAULT_PORTS[parts.scheme]:
+        return f"{parts.scheme}://{host}"
+    return f"{parts.scheme}://{host}:{port}"
+
+
+def origin_allowed(origin: str, own_hosts: Iterable[str], allowed: frozenset[str]) -> bool:
+    """Whether a browser page of ``origin`` may open a WebSocket to this app.
+
+    Args:
+        origin: The request's ``Origin`` header.
+        own_hosts: The app's own host as the client addressed it: the ``Host`` header and, behind
+            a proxy, ``X-Forwarded-Host`` (a browser can set neither on a WebSocket).
+        allowed: Further origins, normalised (:func:`normalize_origin`); ``*`` allows any.
+
+    The app's own origin is any origin whose host and port match one of ``own_hosts``, whatever
+    the scheme (TLS ends at the proxy, so the app cannot tell the page's scheme).
+    """
+    if "*" in allowed:
+        return True
+    normalized = normalize_origin(origin)
+    if normalized is None:
+        return False
+    if normalized in allowed:
+        return True
+    if normalized == "null":
+        return False
+    host = normalized.partition("://")[2]
+    return any(_without_default_port(own.strip().lower()) == host for own in own_hosts)
+
+
+def _without_default_port(host: str) -> str:
+    for port in (":80", ":443"):
+        if host.endswith(port):
+            return host.removesuffix(port)
+    return host
+
+
+def is_valid_close_code(code: int | None) -> bool:
+    """Whether a client may send close code ``code`` (None: a close frame without one)."""
+    if code is None or code == 0:
+        return True
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+class Allowance:
+    """What one connection may send: ``messages_per_second`` and ``bytes_per_second``.
+
+    Two token buckets, filled at those rates up to ``BURST_SECONDS`` worth, so that a client may
+    send a short burst but not keep up more than the rates. Checking a frame is a few arithmetic
+    operations.
+
+    Args:
+        messages_per_second: Messages (pings and pongs included) per second.
+        bytes_per_second: Bytes of message data per second.
+        now: The current time in seconds (the event loop's clock).
+    """
+
+    __slots__ = ("_byte_rate", "_bytes", "_last", "_message_rate", "_messages")
+
+    def __init__(self, messages_per_second: float, bytes_per_second: float, now: float) -> None:
+        self._message_rate = messages_per_second
+        self._byte_rate = bytes_per_second
+        self._messages = messages_per_second * BURST_SECONDS
+        self._bytes = bytes_per_second * BURST_SECONDS
+        self._last = now
+
+    def spend(self, size: int, now: float) -> bool:
+        """Count one message of ``size`` bytes; False when the connection is over its allowance."""
+        elapsed = now - self._last
+        self._last = now
+        messages = self._messages + elapsed * self._message_rate
+        self._messages = min(messages, self._message_rate * BURST_SECONDS) - 1
+        data = self._bytes + elapsed * self._byte_rate
+        self._bytes = min(data, self._byte_rate * BURST_SECONDS) - size
+        return self._messages >= 0 and self._bytes >= 0

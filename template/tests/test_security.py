@@ -1,0 +1,268 @@
+"""Attacks against the app running as a real process: each is refused, and nobody else notices.
+
+docs/security.md lists each attack, what is expected and the test here that proves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from conftest import PACKAGE, Server, free_port, start_server
+from test_publish import TOKEN, post
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+def handshake(server: Server, path: str = "/_ws/", headers: str = "") -> tuple[str, str]:
+    """Send a WebSocket handshake by hand; return the status line and the whole head."""
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n"
+        f"{headers}\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request.encode())
+        head = sock.recv(65536).decode("latin-1").split("\r\n\r\n", 1)[0]
+    return head.split("\r\n", 1)[0], head
+
+
+def wait_for_log(server: Server, text: str, timeout: float = 10) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in server.log:
+            if text in line:
+                return line
+        assert time.monotonic() < deadline, f"no {text!r} in {server.log}"
+        time.sleep(0.05)
+
+
+# --- who may connect ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("origin", "status"),
+    [
+        (None, "101"),  # servers and the Python client send no Origin
+        ("http://127.0.0.1:{port}", "101"),  # the app's own page
+        ("https://evil.example", "403"),
+        ("null", "403"),  # sandboxed frames, local files
+        ("https://partner.example", "101"),  # listed in ALLOWED_ORIGINS
+        ("http://partner.example", "403"),  # the listed origin is https only
+    ],
+)
+def test_origin_is_checked_before_any_101(
+    make_server: Any, origin: str | None, status: str
+) -> None:
+    server: Server = make_server(ALLOWED_ORIGINS="https://partner.example")
+    header = "" if origin is None else f"Origin: {origin.format(port=server.port)}\r\n"
+    assert handshake(server, headers=header)[0].split()[1] == status
+    if status == "403":
+        wait_for_log(server, "refused a WebSocket from origin")
+
+
+def test_origin_of_the_public_host_behind_the_proxy_is_own(server: Server) -> None:
+    headers = "X-Forwarded-Host: news.example.com\r\nOrigin: https://news.example.com\r\n"
+    assert handshake(server, headers=headers)[0].split()[1] == "101"
+
+
+@pytest.mark.parametrize(
+    "path", ["/_ws/../index", "/_ws/%2e%2e/index", "/_ws/%2E%2E/", "/%5Fws/", "//_ws/../x"]
+)
+def test_paths_a_normalising_proxy_would_not_route_get_no_101(server: Server, path: str) -> None:
+    assert handshake(server, path)[0] == "HTTP/1.1 404 Not Found"
+
+
+def test_connections_past_the_cap_get_503_and_the_health_check_goes_on(make_server: Any) -> None:
+    server: Server = make_server(MAX_CONNECTIONS="3")
+
+    async def scenario() -> tuple[int, str | None]:
+        async with aiohttp.ClientSession() as session:
+            clients = [await session.ws_connect(f"{server.ws_base}/_ws/{i}") for i in range(3)]
+            try:
+                await session.ws_connect(f"{server.ws_base}/_ws/4")
+            except aiohttp.WSServerHandshakeError as error:
+                retry = error.headers.get("Retry-After") if error.headers else None
+                refused = (error.status, retry)
+            for ws in clients:
+                await ws.close()
+            return refused
+
+    assert asyncio.run(scenario()) == (503, "5")
+    assert server.get("/cache-healthcheck?")[0] == 200
+    wait_for_log(server, "(MAX_CONNECTIONS)")
+
+
+def test_half_sent_requests_and_idle_connections_are_closed(server: Server) -> None:
+    half_sent = socket.create_connection(("127.0.0.1", server.port))
+    half_sent.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+    idle = socket.create_connection(("127.0.0.1", server.port))
+    started = time.monotonic()
+    for sock in (half_sent, idle):
+        sock.settimeout(20)
+        with sock:
+            assert sock.recv(65536) == b""  # closed by the server, without an answer
+    assert time.monotonic() - started < 15  # within seconds, not the 75 s of aiohttp's default
+
+
+# --- what a connection may do -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["messages", "pings"])
+def test_a_flooding_client_is_closed_with_1008_and_nobody_else_notices(
+    server: Server, kind: str
+) -> None:
+    async def scenario() -> tuple[int | None, list[int]]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(f"{server.ws_base}/_ws/calm") as calm,
+            session.ws_connect(f"{server.ws_base}/_ws/flood", autoping=False) as flood,
+        ):
+            for n in range(500):
+                if flood.closed:
+                    break
+                await (flood.ping() if kind == "pings" else flood.send_str(f"spam {n}"))
+            while (await flood.receive(timeout=10)).type is not aiohttp.WSMsgType.CLOSE:
+                pass
+            integers: list[int] = []
+            while len(integers) < 5:
+                message = json.loads(await calm.receive_str(timeout=5))
+                if "id" in message:
+                    integers.append(message["data"])
+            return flood.close_code, integers
+
+    code, integers = asyncio.run(scenario())
+    assert code == 1008
+    assert integers == list(range(integers[0], integers[0] + 5))
+
+
+def test_a_client_within_its_allowance_is_never_closed(server: Server) -> None:
+    async def scenario() -> bool:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(f"{server.ws_base}/_ws/polite") as ws,
+        ):
+            for n in range(30):  # 10 a second, half the default allowance
+                await ws.send_str(f"hello {n}")
+                await ws.ping()
+                await asyncio.sleep(0.1)
+            message = await ws.receive(timeout=5)
+            return message.type is aiohttp.WSMsgType.TEXT and not ws.closed
+
+    assert asyncio.run(scenario())
+
+
+def masked_close(code: int) -> bytes:
+    mask = os.urandom(4)
+    payload = struct.pack("!H", code)
+    return bytes([0x88, 0x82]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+@pytest.mark.parametrize(
+    ("sent", "answered"), [(1000, 1000), (4000, 1000), (1006, 1002), (5000, 1002)]
+)
+def test_close_codes_a_client_may_not_send_are_answered_with_1002(
+    server: Server, sent: int, answered: int
+) -> None:
+    async def scenario() -> int:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(
+            f"GET /_ws/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(masked_close(sent))
+        try:
+            while True:
+                head = await reader.readexactly(2)
+                payload = await reader.readexactly(head[1] & 0x7F)  # server frames here are small
+                if head[0] & 0x0F == 0x8:
+                    code: int = struct.unpack("!H", payload[:2])[0]
+                    return code
+        finally:
+            writer.close()
+
+    assert asyncio.run(scenario()) == answered
+
+
+# --- hardened edges -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def publisher() -> Iterator[Server]:
+    running = start_server(BENCH="1", PUBLISH_TOKEN=TOKEN, MAX_PUBLISH_BYTES="1000000")
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"1e999", b"[-1e999]", b'{"a": NaN}', b"[" * 100_000 + b"]" * 100_000, b"[" * 40 + b"]" * 40],
+    ids=["1e999", "-1e999", "NaN", "nesting-100000", "nesting-40"],
+)
+def test_publish_refuses_what_browsers_cannot_read_without_using_an_id(
+    publisher: Server, body: bytes
+) -> None:
+    status, _, answer = post(publisher, b'"before"')
+    assert status == 200
+    before = json.loads(answer)["id"]
+    status, headers, _ = post(publisher, body)
+    assert (status, headers["Cache-Control"]) == (400, "no-store")
+    status, _, answer = post(publisher, b'"after"')
+    assert (status, json.loads(answer)["id"]) == (200, before + 1)
+
+
+def test_a_malformed_request_logs_one_line_and_gets_400(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.0 400")
+    line = wait_for_log(server, "Error handling request")
+    assert "400" in line
+    assert not any("Traceback" in line for line in server.log)
+
+
+def test_the_server_header_names_no_software_or_version(server: Server) -> None:
+    for path in ("/", "/cache-healthcheck?", "/nowhere"):
+        _, headers, _ = server.get(path)
+        assert headers["Server"] == "app", path
+    assert "\r\nServer: app" in handshake(server)[1]
+
+
+def run_app(**env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", PACKAGE],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_a_port_in_use_stops_the_process_with_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))  # noqa: S104 - where the app would listen
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_app(PORT=str(port))
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith(f"error: cannot listen on 0.0.0.0:{port}: ")
+    assert "Traceback" not in result.stderr
+
+
+def test_a_bad_host_stops_the_process_with_one_line() -> None:
+    result = run_app(PORT=str(free_port()), HOST="no-such-host.invalid")
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith("error: cannot listen on no-such-host.invalid")
+    assert "Traceback" not in result.stderr
