@@ -6,6 +6,7 @@ docs/security.md lists each attack, what is expected and the test here that prov
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import socket
@@ -114,6 +115,70 @@ def test_half_sent_requests_and_idle_connections_are_closed(server: Server) -> N
         with sock:
             assert sock.recv(65536) == b""  # closed by the server, without an answer
     assert time.monotonic() - started < 15  # within seconds, not the 75 s of aiohttp's default
+
+
+# --- who a connection is -------------------------------------------------------------------
+
+SECRET = "a-secret-of-at-least-thirty-two-characters"  # noqa: S105 - a test secret
+tokens = importlib.import_module(f"{PACKAGE}.tokens")
+
+
+@pytest.fixture(scope="module")
+def guarded() -> Iterator[Server]:
+    """A server whose demo service requires a token signed with ``SECRET``."""
+    running = start_server(AUTH_SECRET=SECRET)
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize(
+    ("headers", "path", "status"),
+    [
+        ("", "/_ws/", "401"),
+        ("Sec-WebSocket-Protocol: bearer, {token}\r\n", "/_ws/", "101"),
+        ("Cookie: theme=dark; ws_token={token}\r\n", "/_ws/", "101"),
+        ("Sec-WebSocket-Protocol: bearer, {expired}\r\n", "/_ws/", "401"),
+        ("Sec-WebSocket-Protocol: bearer, {forged}\r\n", "/_ws/", "401"),
+        ("", "/_ws/?token={token}", "401"),  # never from the query string, which is logged
+    ],
+    ids=["none", "subprotocol", "cookie", "expired", "forged", "query-string"],
+)
+def test_with_auth_secret_a_connection_needs_a_valid_token(
+    guarded: Server, headers: str, path: str, status: str
+) -> None:
+    values = {
+        "token": tokens.issue_token(SECRET, "user-7", 60),
+        "expired": tokens.issue_token(SECRET, "user-7", 60, now=time.time() - 120),
+        "forged": tokens.issue_token("x" * 32, "user-7", 60),
+    }
+    line, head = handshake(guarded, path.format(**values), headers.format(**values))
+    assert line.split()[1] == status
+    if "Sec-WebSocket-Protocol" in headers and status == "101":
+        assert "\r\nSec-WebSocket-Protocol: bearer" in head  # browsers require the echo
+
+
+def test_the_python_client_sends_a_fresh_token_at_every_connection(guarded: Server) -> None:
+    client_module = importlib.import_module(f"{PACKAGE}.client")
+    issued: list[str] = []
+
+    def protocols() -> list[str]:
+        issued.append(tokens.issue_token(SECRET, "user-7", 60))
+        return ["bearer", issued[-1]]
+
+    async def scenario() -> list[Any]:
+        async with client_module.ReconnectingClient(
+            f"{guarded.ws_base}/_ws/", protocols=protocols
+        ) as client:
+            received = []
+            async for message in client:
+                received.append(message)
+                if len(received) == 2:
+                    return received
+        return received
+
+    received = asyncio.run(scenario())
+    assert len(received) == 2
+    assert len(issued) == 1
 
 
 # --- what a connection may do -------------------------------------------------------------

@@ -21,7 +21,7 @@ import json
 import logging
 import random
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -82,6 +82,8 @@ class ReconnectingClient:
             server sends a heartbeat every 25 s by default.
         on_gap: Called with ``(last_id, oldest_id)`` when the server could not replay everything
             that was missed; the data in between is lost.
+        protocols: WebSocket subprotocols to offer, or a function that returns them, called at
+            every connection: ``lambda: ["bearer", fresh_token()]`` sends a new token each time.
     """
 
     def __init__(
@@ -92,12 +94,14 @@ class ReconnectingClient:
         stable_after: float = 30.0,
         silence_timeout: float = 60.0,
         on_gap: Callable[[int, int | None], None] | None = None,
+        protocols: Sequence[str] | Callable[[], Sequence[str]] = (),
     ) -> None:
         self._url = URL(url)
         self._backoff = backoff or Backoff()
         self._stable_after = stable_after
         self._silence_timeout = silence_timeout
         self._on_gap = on_gap
+        self._protocols = protocols
         self._session: aiohttp.ClientSession | None = None
         #: Id of the last broadcast received, sent to the server on reconnect.
         self.last_id: int | None = None
@@ -137,7 +141,10 @@ class ReconnectingClient:
             if self.last_id is not None:
                 url = url.update_query(last_id=self.last_id)
             try:
-                async with self._session.ws_connect(url, heartbeat=None, autoping=True) as ws:
+                protocols = self._protocols() if callable(self._protocols) else self._protocols
+                async with self._session.ws_connect(
+                    url, heartbeat=None, autoping=True, protocols=protocols
+                ) as ws:
                     if connected_before:
                         self.reconnects += 1
                     connected_before = True

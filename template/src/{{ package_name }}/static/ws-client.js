@@ -90,7 +90,9 @@
  * @property {number} [watchdogTimeout=60000]  no frame for this long while open -> reconnect
  *                                          (the server sends a heartbeat every 25 s)
  * @property {number} [connectTimeout=15000]   handshake not finished in this long -> give up and retry
- * @property {string|string[]} [protocols]  WebSocket subprotocols
+ * @property {string|string[]|(() => string|string[])} [protocols]  WebSocket subprotocols, or a
+ *                                          function returning them, called at every connection
+ *                                          (`() => ["bearer", freshToken()]`: a new token each time)
  * @property {number|null} [lastId=null]    resume after this broadcast id (sent as last_id)
  * @property {() => number} [random=Math.random]  uniform random source in [0, 1)
  * @property {(fn: Function, ms: number) => *} [setTimeout]
@@ -287,7 +289,11 @@ export class ReconnectingWebSocket {
     if (this.state !== "connecting") this._setState("connecting");
     let ws;
     try {
-      ws = new this._WebSocket(buildUrl(this.url, this.lastId, this._baseHref), this.options.protocols);
+      const protocols = this.options.protocols;
+      ws = new this._WebSocket(
+        buildUrl(this.url, this.lastId, this._baseHref),
+        typeof protocols === "function" ? protocols() : protocols,
+      );
     } catch (error) {
       // A bad URL (SyntaxError) or a blocked one (SecurityError) will not get better by retrying.
       this._teardown();
