@@ -139,6 +139,21 @@ def assert_redis_only_when_asked(project: Path, package: str, redis: bool) -> No
     assert not re.search(r"register_script|\.eval(sha)?\(|\bfcall|script_load", source)
 
 
+def test_every_test_named_in_the_security_table_exists(
+    template_snapshot: Path, tmp_path: Path
+) -> None:
+    project = render(template_snapshot, tmp_path / "project")
+    table = (project / "docs" / "security.md").read_text()
+    named = set(re.findall(r"\b(test_\w+?)(?:\*|\[|`)", table)) - {"test_allowance_"}
+    defined = {
+        name
+        for path in (project / "tests").glob("test_*.py")
+        for name in re.findall(r"^def (test_\w+)", path.read_text(), re.MULTILINE)
+    }
+    assert len(named) > 20
+    assert named <= defined, sorted(named - defined)
+
+
 def test_redis_question_is_last_and_off_by_default() -> None:
     questions = yaml.safe_load((Path(__file__).parent.parent / "copier.yml").read_text())
     asked = [

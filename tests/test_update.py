@@ -19,6 +19,7 @@ from typer.testing import CliRunner, Result
 
 from cli_support import (
     NOTES_V2,
+    ROOT,
     commit_all,
     files,
     git,
@@ -357,3 +358,53 @@ def test_cache_import_is_idempotent_and_versions_changed_content(
     shutil.rmtree(repo)
     assert source.import_snapshot(releases[0], "1.0.0", repo) == "1.0.0"
     assert git(repo, "rev-parse", "1.0.0") == first, "re-imports must reproduce the commit id"
+
+
+SERVICE = "src/demo_app/service.py"
+TEMPLATE_PACKAGE = Path("template") / "src" / "{{ package_name }}"
+
+
+def test_service_py_is_yours_across_updates(
+    tmp_path: Path, project: Path, install: Install
+) -> None:
+    service = project / SERVICE
+    mine = service.read_text().replace("return None\n", "return 'every visitor'\n", 1)
+    assert mine != service.read_text()
+    service.write_text(mine)
+    commit_all(project, "My service")
+    later = release(tmp_path / "r020", next_release=True)
+    package = later / TEMPLATE_PACKAGE
+    for name in ("app.py.jinja", "hub.py", "service.py"):  # the template changes all three
+        with (package / name).open("a") as fh:
+            fh.write("# changed by the next release\n")
+    install(later, "0.2.0")
+
+    result = run("update", str(project))
+
+    assert result.exit_code == 0, result.output
+    assert service.read_text() == mine
+    for name in ("app.py", "hub.py"):
+        assert (
+            (project / "src" / "demo_app" / name)
+            .read_text()
+            .endswith("# changed by the next release\n")
+        )
+    assert not any(b"<<<<<<<" in content for content in files(project).values())
+    assert git(project, "diff", "--name-only", "--diff-filter=U") == ""
+
+
+def test_an_update_that_introduces_service_py_creates_it(
+    tmp_path: Path, env: dict[str, str], install: Install
+) -> None:
+    old = release(tmp_path / "r009")
+    (old / TEMPLATE_PACKAGE / "service.py").unlink()  # as before the file existed
+    install(old, "0.0.9")
+    project = tmp_path / "older"
+    assert run("new", str(project), "--defaults", "-d", "project_name=Demo App").exit_code == 0
+    assert not (project / SERVICE).exists()
+    commit_all(project, "Generate")
+    install(release(tmp_path / "r020", next_release=True), "0.2.0")
+
+    assert run("update", str(project)).exit_code == 0
+    generated = (ROOT / TEMPLATE_PACKAGE / "service.py").read_text()
+    assert (project / SERVICE).read_text() == generated
