@@ -331,3 +331,19 @@ def test_a_bad_host_stops_the_process_with_one_line() -> None:
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1].startswith("error: cannot listen on no-such-host.invalid")
     assert "Traceback" not in result.stderr
+
+
+def test_a_burst_of_upgrades_past_the_admission_rate_gets_503_with_retry_after(
+    make_server: Any,
+) -> None:
+    server: Server = make_server(MAX_CONNECTS_PER_SECOND="5")  # bursts of 10
+
+    statuses = [handshake(server, f"/_ws/{n}") for n in range(30)]
+
+    codes = [line.split()[1] for line, _ in statuses]
+    assert codes.count("101") < 30
+    assert codes[:10] == ["101"] * 10
+    refused = [head for line, head in statuses if line.split()[1] == "503"]
+    assert refused
+    assert all("\r\nRetry-After: 1" in head for head in refused)
+    assert server.get("/cache-healthcheck?")[0] == 200

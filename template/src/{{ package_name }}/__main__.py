@@ -14,7 +14,7 @@ from collections.abc import Callable
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .app import create_app
+from .app import HUB_KEY, create_app
 from .broker import Broker
 from .scaleout import create_broker
 from .settings import Settings, SettingsError
@@ -48,8 +48,9 @@ class OneLineBadRequests(logging.Filter):
 
 async def serve(settings: Settings, broker: Broker) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    app = create_app(settings, broker)
     runner = web.AppRunner(
-        create_app(settings, broker),
+        app,
         access_log=None,
         handle_signals=False,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
@@ -73,6 +74,9 @@ async def serve(settings: Settings, broker: Broker) -> None:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     logger.info("shutting down")
+    # Reconnects spread over DRAIN_SECONDS, not one wave at the next containers; the health
+    # check keeps answering meanwhile.
+    await app[HUB_KEY].drain(settings.drain_seconds)
     await runner.cleanup()
     logger.info("stopped")
 

@@ -157,11 +157,16 @@ class ReconnectingClient:
                         attempt = 0
             except (aiohttp.ClientError, OSError, TimeoutError) as error:
                 logger.warning("connection to %s failed: %s", self._url, error or type(error))
+                retry_after = _retry_after(error)
+            else:
+                retry_after = 0.0
             if close_code == 1000:
                 return
             if close_code is not None and close_code in POLICY_CODES:
                 raise ConnectionRefusedByPolicy(close_code)
             delay = self._backoff.delay(attempt, close_code)
+            if retry_after:  # the server asked for a pause: at least that, jittered up to twice
+                delay = max(delay, retry_after * (1 + self._backoff.random()))
             attempt += 1
             logger.info("reconnecting in %.1f s (close code %s)", delay, close_code)
             await asyncio.sleep(delay)
@@ -184,6 +189,14 @@ class ReconnectingClient:
             elif kind is None:
                 self.last_id = payload["id"]
                 yield Message(payload["id"], payload["data"])
+
+
+def _retry_after(error: BaseException) -> float:
+    """Seconds a refused handshake (429 or 503) asked to wait with ``Retry-After``, else 0."""
+    if not isinstance(error, aiohttp.WSServerHandshakeError) or error.status not in (429, 503):
+        return 0.0
+    value = error.headers.get("Retry-After", "") if error.headers is not None else ""
+    return min(float(value), 300.0) if value.isdigit() else 0.0
 
 
 async def _print_messages(url: str) -> None:

@@ -4,7 +4,8 @@
   prefix both as sent and as a normalising proxy would see it.
 - :func:`origin_allowed`: a browser's upgrade is accepted only from the app's own origin or an
   allowed one (cross-site WebSocket hijacking).
-- :class:`Allowance`: how many messages and bytes a connection may send per second.
+- :class:`Allowance`: how many messages and bytes a connection may send per second, and
+  :class:`TokenBucket`, the rate behind it and behind the admission of new connections.
 - :func:`is_valid_close_code`: which close codes a client may send (RFC 6455, section 7.4).
 """
 
@@ -108,12 +109,34 @@ def is_valid_close_code(code: int | None) -> bool:
     return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
+class TokenBucket:
+    """A rate with bursts: ``rate`` tokens a second, saved up to ``BURST_SECONDS`` worth.
+
+    Args:
+        rate: Tokens added per second.
+        now: The current time in seconds (the event loop's clock).
+    """
+
+    __slots__ = ("_last", "_rate", "_tokens")
+
+    def __init__(self, rate: float, now: float) -> None:
+        self._rate = rate
+        self._tokens = rate * BURST_SECONDS
+        self._last = now
+
+    def take(self, amount: float, now: float) -> bool:
+        """Take ``amount`` tokens; False when there were not enough (the debt is kept)."""
+        saved = self._tokens + (now - self._last) * self._rate
+        self._last = now
+        self._tokens = min(saved, self._rate * BURST_SECONDS) - amount
+        return self._tokens >= 0
+
+
 class Allowance:
     """What one connection may send: ``messages_per_second`` and ``bytes_per_second``.
 
-    Two token buckets, filled at those rates up to ``BURST_SECONDS`` worth, so that a client may
-    send a short burst but not keep up more than the rates. Checking a frame is a few arithmetic
-    operations.
+    Two token buckets, so that a client may send a short burst but not keep up more than the
+    rates. Checking a frame is a few arithmetic operations.
 
     Args:
         messages_per_second: Messages (pings and pongs included) per second.
@@ -121,21 +144,13 @@ class Allowance:
         now: The current time in seconds (the event loop's clock).
     """
 
-    __slots__ = ("_byte_rate", "_bytes", "_last", "_message_rate", "_messages")
+    __slots__ = ("_bytes", "_messages")
 
     def __init__(self, messages_per_second: float, bytes_per_second: float, now: float) -> None:
-        self._message_rate = messages_per_second
-        self._byte_rate = bytes_per_second
-        self._messages = messages_per_second * BURST_SECONDS
-        self._bytes = bytes_per_second * BURST_SECONDS
-        self._last = now
+        self._messages = TokenBucket(messages_per_second, now)
+        self._bytes = TokenBucket(bytes_per_second, now)
 
     def spend(self, size: int, now: float) -> bool:
         """Count one message of ``size`` bytes; False when the connection is over its allowance."""
-        elapsed = now - self._last
-        self._last = now
-        messages = self._messages + elapsed * self._message_rate
-        self._messages = min(messages, self._message_rate * BURST_SECONDS) - 1
-        data = self._bytes + elapsed * self._byte_rate
-        self._bytes = min(data, self._byte_rate * BURST_SECONDS) - size
-        return self._messages >= 0 and self._bytes >= 0
+        within_messages = self._messages.take(1, now)
+        return self._bytes.take(size, now) and within_messages

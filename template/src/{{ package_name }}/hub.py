@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import socket
 import struct
 from typing import NamedTuple
@@ -49,6 +50,10 @@ CATCH_UP_SECONDS = 2.0
 
 #: Broadcasts asked from the broker at once for a client older than the replay log.
 HISTORY_PAGE = 100
+
+#: Fewest clients closed at once by a drain, and shortest pause between two batches (seconds).
+DRAIN_BATCH = 50
+DRAIN_STEP = 0.1
 
 #: Longest pause, in seconds, between two looks at a catching-up client's unsent data.
 DRAIN_POLL_MAX = 0.1
@@ -86,6 +91,8 @@ class Hub:
         self._closing_tasks: set[asyncio.Task[None]] = set()
         #: Set while at least one client is connected.
         self.occupied = asyncio.Event()
+        #: Whether the process is shutting down: no new client is taken.
+        self.draining = False
 
     @property
     def client_count(self) -> int:
@@ -152,6 +159,30 @@ class Hub:
         """Send a heartbeat frame to every live client, so clients can tell a dead connection."""
         async with self._fan_out_lock:
             await self._fan_out(_text_frame(HEARTBEAT_FRAME))
+
+    async def drain(self, seconds: float) -> None:
+        """Refuse new clients, and close the connected ones with 1012 over ``seconds``.
+
+        The clients are closed in batches of at least ``DRAIN_BATCH``, at most one batch every
+        ``DRAIN_STEP`` seconds, the first at once and the last ``seconds`` later at the latest, so
+        that their reconnects reach the other containers spread out instead of in one wave.
+        Returns once every closing handshake is done (or dropped after ``CLOSE_TIMEOUT``).
+        """
+        self.draining = True
+        clients = [*self._clients.items()]
+        clients += [(ws, catching_up.transport) for ws, catching_up in self._catching_up.items()]
+        batches = max(1, min(math.ceil(len(clients) / DRAIN_BATCH), int(seconds / DRAIN_STEP)))
+        size = math.ceil(len(clients) / batches)
+        logger.info("draining %d WebSocket connections over %.1f s", len(clients), seconds)
+        closing: list[asyncio.Task[None]] = []
+        for start in range(0, len(clients), size):
+            if start:
+                await asyncio.sleep(seconds / batches)
+            closing += [
+                asyncio.create_task(_close(ws, transport, WSCloseCode.SERVICE_RESTART, b"restart"))
+                for ws, transport in clients[start : start + size]
+            ]
+        await asyncio.gather(*closing)
 
     async def close_all(self, code: int = WSCloseCode.GOING_AWAY) -> None:
         """Close every connection with ``code`` (default 1001), within ``CLOSE_TIMEOUT``."""
