@@ -12,8 +12,8 @@ import sys
 from collections.abc import Callable
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
+from . import logs
 from .app import HUB_KEY, create_app
 from .broker import Broker
 from .scaleout import create_broker
@@ -29,21 +29,6 @@ IDLE_TIMEOUT = 5.0
 
 class ListenError(RuntimeError):
     """The server cannot listen where it was told to."""
-
-
-class OneLineBadRequests(logging.Filter):
-    """Log a request that aiohttp cannot parse as one line, without its traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Replace the traceback of a malformed request by its first line."""
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, HttpProcessingError):
-            reason = str(error.message).strip().splitlines()[0] if error.message else error.code
-            record.msg = f"{record.getMessage()}: {error.code} {reason}"
-            record.args = None
-            record.exc_info = None
-            record.levelno, record.levelname = logging.INFO, "INFO"
-        return True
 
 
 async def serve(settings: Settings, broker: Broker) -> None:
@@ -99,12 +84,7 @@ def main() -> None:
     except SettingsError as error:
         sys.exit(f"error: {error}")
     # Logs go to stderr, one line per event: the platform collects stdout and stderr.
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("aiohttp.server").addFilter(OneLineBadRequests())
+    logs.configure(settings.log_level, settings.log_format)
     with asyncio.Runner(loop_factory=_fastest_event_loop()) as runner:
         try:
             runner.run(serve(settings, broker))

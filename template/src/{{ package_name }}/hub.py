@@ -171,6 +171,8 @@ class Hub:
         self.draining = True
         clients = [*self._clients.items()]
         clients += [(ws, catching_up.transport) for ws, catching_up in self._catching_up.items()]
+        if not clients:
+            return
         batches = max(1, min(math.ceil(len(clients) / DRAIN_BATCH), int(seconds / DRAIN_STEP)))
         size = math.ceil(len(clients) / batches)
         logger.info("draining %d WebSocket connections over %.1f s", len(clients), seconds)
