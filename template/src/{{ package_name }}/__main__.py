@@ -16,6 +16,7 @@ from aiohttp import web
 from . import logs
 from .app import HUB_KEY, create_app
 from .broker import Broker
+from .metrics import Metrics
 from .scaleout import create_broker
 from .settings import Settings, SettingsError
 
@@ -31,9 +32,9 @@ class ListenError(RuntimeError):
     """The server cannot listen where it was told to."""
 
 
-async def serve(settings: Settings, broker: Broker) -> None:
+async def serve(settings: Settings, broker: Broker, metrics: Metrics) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
-    app = create_app(settings, broker)
+    app = create_app(settings, broker, metrics)
     runner = web.AppRunner(
         app,
         access_log=None,
@@ -80,14 +81,15 @@ def main() -> None:
     _raise_file_limit()
     try:
         settings = Settings.from_environ()
-        broker = create_broker(settings, os.environ)
+        metrics = Metrics()
+        broker = create_broker(settings, os.environ, metrics)
     except SettingsError as error:
         sys.exit(f"error: {error}")
     # Logs go to stderr, one line per event: the platform collects stdout and stderr.
     logs.configure(settings.log_level, settings.log_format)
     with asyncio.Runner(loop_factory=_fastest_event_loop()) as runner:
         try:
-            runner.run(serve(settings, broker))
+            runner.run(serve(settings, broker, metrics))
         except ListenError as error:
             sys.exit(f"error: {error}")
 

@@ -26,11 +26,13 @@ import logging
 import math
 import socket
 import struct
+import time
 from typing import NamedTuple
 
 from aiohttp import WSCloseCode, web
 
 from .broker import Broker, HubUnavailable
+from .metrics import Metrics
 from .replay import ReplayLog
 
 __all__ = ["CLOSE_TIMEOUT", "Hub", "HubUnavailable", "gap_frame"]
@@ -60,6 +62,13 @@ DRAIN_POLL_MAX = 0.1
 
 HEARTBEAT_FRAME = b'{"type":"heartbeat"}'
 
+#: Why a client is cut off (the ``reason`` of the ``cut_offs`` metric), in words for the log.
+CUT_OFF_REASONS = {
+    "slow": "stopped reading",
+    "backlog": "fell behind its own backlog",
+    "error": "could not be brought up to date",
+}
+
 
 class _CatchUp(NamedTuple):
     """A client being brought up to date."""
@@ -75,10 +84,20 @@ class Hub:
         broker: Gives broadcasts their ids and delivers them to this hub (and to the others).
         replay_size: Number of recent broadcasts kept for reconnecting clients (0 keeps none).
         max_client_buffer_bytes: Unsent bytes one client may hold before it is closed with 1013.
+        metrics: Where the hub counts what it does.
     """
 
-    def __init__(self, broker: Broker, *, replay_size: int, max_client_buffer_bytes: int) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        replay_size: int,
+        max_client_buffer_bytes: int,
+        metrics: Metrics,
+    ) -> None:
         self._broker = broker
+        self._metrics = metrics
+        metrics.connections.set_function(lambda: self.client_count)
         self._log = ReplayLog(replay_size)
         self._log_restarts = 0  # times a hole in the ids made the replay log start again
         self._clients: dict[web.WebSocketResponse, asyncio.Transport] = {}
@@ -101,6 +120,8 @@ class Hub:
 
     async def start(self) -> None:
         """Start receiving broadcasts from the broker; never waits for a remote service."""
+        if not self._broker.shared:
+            self._metrics.broker_connected.set(1)  # in-process: always there
         await self._broker.start(self)
 
     async def stop(self) -> None:
@@ -131,6 +152,7 @@ class Hub:
             self._catching_up[ws] = _CatchUp(transport, task)
             task.add_done_callback(lambda _task: self._catching_up.pop(ws, None))
         self.occupied.set()
+        self._metrics.joins.inc()
         logger.debug("client joined (%d connected)", self.client_count)
 
     def leave(self, ws: web.WebSocketResponse) -> None:
@@ -139,6 +161,7 @@ class Hub:
         if catching_up is not None and catching_up.task is not asyncio.current_task():
             catching_up.task.cancel()
         if self._clients.pop(ws, None) is not None or catching_up is not None:
+            self._metrics.leaves.inc()
             logger.debug("client left (%d connected)", self.client_count)
         if not self.client_count:
             self.occupied.clear()
@@ -246,33 +269,44 @@ class Hub:
     async def deliver(self, message_id: int, message: bytes) -> None:
         """Called by the broker: fan one broadcast out to the live clients, in id order."""
         frame = _text_frame(message)
+        metrics = self._metrics
         async with self._fan_out_lock:
+            started = time.perf_counter()
             newest_id = self._log.newest_id
             if not self._log.append(message_id, frame) and newest_id is not None:
                 # Broadcasts were lost to this process (the broker restarted, or it was away
                 # longer than the broker keeps them): tell the clients, never replay across it.
                 self._log_restarts += 1
                 await self._fan_out(_text_frame(gap_frame(newest_id, message_id)))
-            await self._fan_out(frame)
+            written = await self._fan_out(frame)
+            metrics.fan_out_seconds.observe(time.perf_counter() - started)
+        metrics.broadcasts.inc()
+        metrics.deliveries.inc(written)
+        metrics.sent_bytes.inc(written * len(frame))
         self._delivered.set()
         self._delivered = asyncio.Event()
 
-    async def _fan_out(self, data: bytes) -> None:
+    async def _fan_out(self, data: bytes) -> int:
+        """Write ``data`` to every live client; return to how many."""
         # Framed once for every client: a delivery is one transport.write, with no coroutine. This
         # bypasses aiohttp's per-send path (two coroutines and a copy), which cost 20-30 % of the
         # fan-out's throughput (docs/performance.md of vip-skeleton).
         limit = self._max_client_buffer_bytes
         clients = tuple(self._clients.items())
+        written = len(clients)
         for start in range(0, len(clients), YIELD_EVERY):
             if start:
                 await asyncio.sleep(0)  # keep the health check fast during a large fan-out
             for ws, transport in clients[start : start + YIELD_EVERY]:
                 if ws.closed or transport.is_closing():
                     self.leave(ws)  # closing: no data frame may follow a close frame
+                    written -= 1
                 elif transport.get_write_buffer_size() > limit:
-                    self._cut_off(ws, transport, "stopped reading")
+                    self._cut_off(ws, transport, "slow")
+                    written -= 1
                 else:
                     transport.write(data)
+        return written
 
     async def _catch_up(
         self, ws: web.WebSocketResponse, transport: asyncio.Transport, last_id: int
@@ -286,12 +320,14 @@ class Hub:
         can be found nowhere is told about the gap and goes on with the live ones.
         """
         try:
-            up_to_date = await self._bring_up_to_date(ws, transport, last_id)
+            outcome = await self._bring_up_to_date(ws, transport, last_id)
         except Exception:  # a broker failing in an unforeseen way must not strand the client
             logger.exception("could not bring a reconnecting client up to date")
-            self._cut_off(ws, transport, "could not be brought up to date")
+            self._cut_off(ws, transport, "error")
             return
-        if up_to_date and not _ended(ws, transport):
+        if outcome is not None:
+            self._metrics.replays.labels(outcome).inc()
+        if outcome is not None and not _ended(ws, transport):
             # Up to date: live from the next broadcast on (no await since the last look at the
             # log, so no broadcast can fall between the replay and the live ones).
             self._catching_up.pop(ws, None)
@@ -299,8 +335,8 @@ class Hub:
 
     async def _bring_up_to_date(
         self, ws: web.WebSocketResponse, transport: asyncio.Transport, last_id: int
-    ) -> bool:
-        """Write what the client missed; False when it ended or was cut off on the way."""
+    ) -> str | None:
+        """Write what the client missed; ``replayed`` or ``gap``, or None if it ended meanwhile."""
         log = self._log
         limit = self._max_client_buffer_bytes
         low_water = limit // 4
@@ -316,7 +352,7 @@ class Hub:
                 await asyncio.sleep(pause)
                 pause = min(2 * pause, DRAIN_POLL_MAX)
             if _ended(ws, transport):
-                return False
+                return None
             budget = limit - transport.get_write_buffer_size()
             newest_id = log.newest_id
             if restarts != self._log_restarts:
@@ -324,14 +360,14 @@ class Hub:
             if log.covers(cursor):
                 frames = log.frames_after(cursor, budget)
                 if not frames:
-                    return True
+                    return "replayed"
                 transport.write(b"".join(frames))
                 cursor += len(frames)
                 from_log = True
                 waited = 0.0
             elif from_log:
-                self._cut_off(ws, transport, "fell behind its own backlog")
-                return False
+                self._cut_off(ws, transport, "backlog")
+                return None
             elif newest_id is not None and cursor > newest_id:
                 # Ahead of this process: wait for its deliveries if another process may have
                 # made them, else the client's broadcasts are nowhere to be had.
@@ -341,7 +377,7 @@ class Hub:
             else:  # older than the log, or nothing delivered here yet: ask the broker
                 missed = await self._broker.history(cursor, HISTORY_PAGE)
                 if _ended(ws, transport):
-                    return False
+                    return None
                 if missed is None or (missed and missed[0][0] != cursor + 1):
                     break
                 if not missed:  # the broker has nothing newer: wait for deliveries here
@@ -354,13 +390,17 @@ class Hub:
                 cursor += len(frames)
                 waited = 0.0
         transport.write(_text_frame(gap_frame(cursor, log.oldest_id)))
-        return True
+        return "gap"
 
-    def _cut_off(self, ws: web.WebSocketResponse, transport: asyncio.Transport, why: str) -> None:
+    def _cut_off(
+        self, ws: web.WebSocketResponse, transport: asyncio.Transport, reason: str
+    ) -> None:
+        """Close a client with 1013 for ``reason``: a key of ``CUT_OFF_REASONS``."""
         self.leave(ws)
+        self._metrics.cut_offs.labels(reason).inc()
         logger.warning(
             "closing a client that %s (%d bytes unsent) with 1013",
-            why,
+            CUT_OFF_REASONS[reason],
             transport.get_write_buffer_size(),
         )
         task = asyncio.create_task(_close(ws, transport, WSCloseCode.TRY_AGAIN_LATER, b"too slow"))
