@@ -356,7 +356,7 @@ class Bench:
         return {**result, "slowClient": {**handshake, **report}}
 
     def wave(self, config: Result) -> dict[str, list[Result]]:
-        """A reconnect wave (``wave.py``) against every server that replays, per repetition."""
+        """Reconnect waves (``reconnect_wave.py``) against each server that replays."""
         results: dict[str, list[Result]] = {s.name: [] for s in self.servers if s.replays}
         for rep, server in self.alternate():
             if not server.replays:
@@ -369,9 +369,37 @@ class Bench:
             with started(server, port, env, self.work) as pid:
                 probe = self.work / f"probe-{self.runs}.json"
                 wave_config = {"port": port, "pid": pid, "probe_out": str(probe), **config}
-                argv = [*PINNED_CLIENT, sys.executable, str(HERE / "wave.py")]
+                argv = [*PINNED_CLIENT, sys.executable, str(HERE / "reconnect_wave.py")]
                 output = run([*argv, json.dumps(wave_config)], timeout=600)
                 results[server.name].append(json.loads(output.strip().splitlines()[-1]))
+        return results
+
+    def deploy(self, n: int, drains: Sequence[float]) -> dict[str, list[Result]]:
+        """A deploy of the app (``deploy.py``) per ``DRAIN_SECONDS`` value, per repetition."""
+        app = self.servers[0]
+        results: dict[str, list[Result]] = {f"drain {d:g} s": [] for d in drains}
+        for rep in range(self.repetitions):
+            for drain in drains if rep % 2 == 0 else drains[::-1]:
+                log(f"deploy of {n} clients rep {rep + 1}, DRAIN_SECONDS={drain:g}")
+                self.runs += 1
+                old_port, new_port = free_port(), free_port()
+                env = {"DRAIN_SECONDS": str(drain)}
+                with (
+                    started(app, old_port, env, self.work) as old_pid,
+                    started(app, new_port, {}, self.work),
+                ):
+                    config = {
+                        "old_port": old_port,
+                        "old_pid": old_pid,
+                        "new_port": new_port,
+                        "n": n,
+                        "probe_out": str(self.work / f"probe-{self.runs}.json"),
+                    }
+                    argv = [*PINNED_CLIENT, sys.executable, str(HERE / "deploy.py")]
+                    output = run([*argv, json.dumps(config)], timeout=300)
+                    results[f"drain {drain:g} s"].append(
+                        json.loads(output.strip().splitlines()[-1])
+                    )
         return results
 
     def idle(self, n: int, hold: float) -> dict[str, list[Result]]:
@@ -499,6 +527,31 @@ def wave_summary(label: str, results: dict[str, list[Result]]) -> Result:
             f" health p99 {fmt(s['health p99 ms'])} ms (max {fmt(s['health max ms'])},"
             f" {s['health errors']} errors), server CPU {fmt(s['CPU ms/replay'])} ms per replay,"
             f" {outcomes}"
+        )
+    return summary
+
+
+def deploy_summary(n: int, results: dict[str, list[Result]]) -> Result:
+    """Medians of the simulated deploys per drain, printed."""
+    summary: Result = {}
+    print(f"\nA deploy: {n} clients move from the old process to the new one")
+    for label, runs in results.items():
+        s: Result = {
+            "reconnected": min(r["reconnected"] for r in runs),
+            "peak per 100 ms": median([r["peak_per_100ms"] for r in runs]),
+            "spread s": median(
+                [r["last_s"] - r["first_s"] for r in runs if r["first_s"] is not None]
+            ),
+            "old exit s": median([r["old_exit_s"] for r in runs]),
+            "health p99 ms": median([r["health"]["p99"] for r in runs]),
+            "health max ms": median([r["health"]["max"] for r in runs]),
+        }
+        summary[label] = s
+        print(
+            f"  {label:12} {s['reconnected']}/{n} reconnected, spread over {fmt(s['spread s'])} s,"
+            f" peak {fmt(s['peak per 100 ms'])} per 100 ms, old process exited after"
+            f" {fmt(s['old exit s'])} s, new process's health p99 {fmt(s['health p99 ms'])} ms"
+            f" (max {fmt(s['health max ms'])})"
         )
     return summary
 
@@ -690,6 +743,9 @@ def parse_args() -> argparse.Namespace:
         "--wave-back", type=int, default=1000, help="broadcasts each wave client missed"
     )
     parser.add_argument(
+        "--deploy", type=int, default=2000, help="clients in the simulated deploy (0: skip)"
+    )
+    parser.add_argument(
         "--before",
         type=Path,
         help="an earlier template checkout (e.g. a git worktree) to measure side by side",
@@ -732,7 +788,8 @@ def main() -> None:
             "python",
             [str(python), "-m", package],
             project,
-            {"PYTHONPATH": str(project / "src")},
+            # Admission control off: the bench measures how fast the app can accept.
+            {"PYTHONPATH": str(project / "src"), "MAX_CONNECTS_PER_SECOND": "1000000"},
             replays=True,
         )
         servers = [app]
@@ -780,6 +837,9 @@ def main() -> None:
                 report["waves"][label] = wave_summary(
                     f"{args.wave} clients {label}, {args.wave_back} broadcasts back", results
                 )
+        if args.deploy:
+            raw["deploy"] = results = bench.deploy(args.deploy, drains=(0, 4))
+            report["deploy"] = deploy_summary(args.deploy, results)
         if args.idle:
             raw["idle"] = bench.idle(args.idle, hold=5)
             report["idle_n"] = args.idle

@@ -10,8 +10,8 @@ It measures how long the wave takes to be replayed (until every wave client has 
 broadcast that was newest when the wave began), the longest silence any live client saw meanwhile,
 the health check's latency (``prober.py``, run alongside), how many wave clients were refused, cut
 off or told of a gap, and the server's CPU time per replay (from ``/proc/PID/stat``). Prints one
-JSON object. Usage: ``wave.py '{"port": P, "pid": PID, "probe_out": "probe.json", "wave": 2000}'``
-(also ``back``, ``live``, ``interval_ms`` and ``spread_s``).
+JSON object. Usage: ``reconnect_wave.py '{"port": P, "pid": PID, "probe_out": "p.json"}'`` (also
+``wave``, ``back``, ``live``, ``interval_ms`` and ``spread_s``).
 """
 
 from __future__ import annotations
