@@ -105,21 +105,36 @@ def test_page_reconnects_after_the_server_restarts(project: Path, page_factory: 
         page.wait_for_function("document.querySelector('#state').dataset.state === 'open'")
         page.wait_for_function("Number(document.querySelector('#latest').textContent) >= 2")
         before = int(page.get_attribute("#latest", "data-id"))
+        assert not page.is_visible("#retry")
+        # Long backoffs, so that only the "Retry now" button brings the page back quickly.
+        page.evaluate("window.wsClient.options.baseDelay = 600000")
 
         app.send_signal(signal.SIGKILL)  # the container dies without a word
         app.wait()
         page.wait_for_function(
             "document.querySelector('#state').dataset.state === 'reconnecting'", timeout=10_000
         )
+        # A countdown to the next attempt, and a button not to wait for it.
+        assert page.is_visible("#retry")
+        assert "retrying in" in page.text_content("#detail")
+        assert int(page.get_attribute("#detail", "data-seconds")) >= 0
         app = start_app(project, port)
         page.wait_for_function(
-            "document.querySelector('#state').dataset.state === 'open'", timeout=20_000
+            "document.querySelector('#state').dataset.state === 'reconnecting'", timeout=10_000
+        )
+        page.click("#retry")
+        page.wait_for_function(
+            "document.querySelector('#state').dataset.state === 'open'", timeout=5_000
         )
         page.wait_for_function(
             f"Number(document.querySelector('#latest').dataset.id) > {before}", timeout=10_000
         )
         assert int(page.text_content("#latest")) >= 1  # the new process's integers
         assert page.text_content("#reconnects").strip() == "1"
+        # The count started again: the page marks the restart instead of running backwards.
+        page.wait_for_selector("#recent li.restart", timeout=5_000)
+        assert "restarted" in page.text_content("#recent li.restart")
+        assert not page.is_visible("#retry")
         assert errors == []
     finally:
         app.kill()
