@@ -51,12 +51,21 @@ class ConnectionRefusedByPolicy(Exception):
         self.code = code
 
 
+class HandshakeRefused(Exception):
+    """The server answered the handshake with a 4xx status (not 429): retrying would not help."""
+
+    def __init__(self, status: int, url: str) -> None:
+        super().__init__(f"{url} answered the WebSocket handshake with HTTP {status}")
+        self.status = status
+
+
 @dataclass(frozen=True, slots=True)
 class Backoff:
     """Capped exponential backoff with full jitter.
 
     Attempt ``n`` (from 0) waits a random time in ``[0, min(cap, base * 2**n))``; a server that
-    asks to try again later (1013) gets at least ``base`` seconds and up to four times that window.
+    asks to try again later (1013) gets at least ``base`` seconds in a window four times as wide,
+    still capped: the browser client's policy, to the letter.
     """
 
     base: float = 5.0
@@ -65,10 +74,12 @@ class Backoff:
 
     def delay(self, attempt: int, close_code: int | None = None) -> float:
         """Return the delay before reconnect attempt ``attempt``."""
-        window = min(self.cap, self.base * 2.0**attempt)
+        low = 0.0
         if close_code == 1013:  # try again later: back off longer
-            return self.base + self.random() * 4 * window
-        return self.random() * window
+            attempt, low = attempt + 2, self.base
+        window = min(self.cap, self.base * 2.0**attempt)
+        low = min(low, window)
+        return low + self.random() * (window - low)
 
 
 class ReconnectingClient:
@@ -129,6 +140,8 @@ class ReconnectingClient:
 
         Raises:
             ConnectionRefusedByPolicy: The server closed with 1008 or a 4xxx code.
+            HandshakeRefused: The handshake got a 4xx answer other than 429 (a wrong path, no
+                valid token, another origin): the same request would get it again.
         """
         if self._session is None:
             raise RuntimeError("use 'async with ReconnectingClient(...)' first")
@@ -156,6 +169,8 @@ class ReconnectingClient:
                     if loop.time() - opened >= self._stable_after:
                         attempt = 0
             except (aiohttp.ClientError, OSError, TimeoutError) as error:
+                if isinstance(error, aiohttp.WSServerHandshakeError) and _final(error.status):
+                    raise HandshakeRefused(error.status, str(self._url)) from None
                 logger.warning("connection to %s failed: %s", self._url, error or type(error))
                 retry_after = _retry_after(error)
             else:
@@ -180,8 +195,12 @@ class ReconnectingClient:
                 raise TimeoutError(f"no frame for {self._silence_timeout:.0f} s") from None
             if frame.type is not aiohttp.WSMsgType.TEXT:
                 return  # closed, closing or an error: the caller decides what follows
-            payload = json.loads(frame.data)
-            kind = payload.get("type")
+            try:
+                payload = json.loads(frame.data)
+                kind = payload.get("type")
+            except (ValueError, AttributeError):
+                logger.warning("skipped a frame that is not a JSON object: %.80r", frame.data)
+                continue
             if kind == "gap":
                 logger.warning("missed broadcasts after %s could not be replayed", self.last_id)
                 if self._on_gap is not None:
@@ -189,6 +208,11 @@ class ReconnectingClient:
             elif kind is None:
                 self.last_id = payload["id"]
                 yield Message(payload["id"], payload["data"])
+
+
+def _final(status: int) -> bool:
+    """Whether a handshake answered with ``status`` would be answered the same way again."""
+    return 400 <= status < 500 and status != 429
 
 
 def _retry_after(error: BaseException) -> float:
@@ -214,7 +238,7 @@ def main() -> None:
         asyncio.run(_print_messages(sys.argv[1]))
     except KeyboardInterrupt:
         pass
-    except ConnectionRefusedByPolicy as error:
+    except (ConnectionRefusedByPolicy, HandshakeRefused) as error:
         sys.exit(f"error: {error}")
 
 
