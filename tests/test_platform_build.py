@@ -5,7 +5,7 @@ The platform ignores the project's Dockerfile: in the official ``node:<major>`` 
 
 - natively here, with a python3 that has pip, one that has none (a ``venv --without-pip``), and
   the plain-directory layout for a python3 without the venv module; then ``npm start`` with a
-  random PORT: health check 200, integers on a WebSocket, SIGTERM to npm closes it with 1001;
+  random PORT: health check 200, integers on a WebSocket, SIGTERM to npm closes it with 1012 (drain);
 - in a podman stand-in for the node image (Debian with Node.js and python3 only: no pip, no venv
   package), built with a copy of the platform checker's own Dockerfile (marker ``container``);
 - the platform's preflight checker (npm ``@automattic/vip-go-preflight-checks``) on a freshly
@@ -151,7 +151,7 @@ def _platform_build(project: Path, env: dict[str, str] | None = None) -> tuple[s
 
 
 def _start_stop_check(project: Path, env: dict[str, str] | None = None) -> None:
-    """``npm start`` with a random PORT: health 200, integers on /_ws/, SIGTERM to npm -> 1001."""
+    """``npm start`` with a random PORT: health 200, integers on /_ws/, SIGTERM to npm -> 1012."""
     assert NPM is not None
     port = platform_port()
     run_env = {**(env or os.environ), "PORT": str(port), "NODE_ENV": "production"}
@@ -175,7 +175,7 @@ def _start_stop_check(project: Path, env: dict[str, str] | None = None) -> None:
             values = _integers(ws)
             assert values == sorted(values), values
             npm.send_signal(signal.SIGTERM)
-            assert _close_code(ws) == 1001, log.read_text()
+            assert _close_code(ws) == 1012, log.read_text()  # the drain: service restart
         assert npm.wait(timeout=10) == 0, log.read_text()
         with pytest.raises(ConnectionRefusedError):
             _health(port)
@@ -185,7 +185,7 @@ def _start_stop_check(project: Path, env: dict[str, str] | None = None) -> None:
             npm.wait()
     text = log.read_text()
     assert f"listening on http://0.0.0.0:{port}" in text, text
-    assert "with 1001" in text, text
+    assert "draining 1 WebSocket connections" in text, text
 
 
 def _python_without_pip(where: Path) -> Path:
@@ -507,11 +507,11 @@ def test_platform_build_in_node_image_stand_in(
             _integers(ws)
             stop = _run([podman, "stop", "-t", "10", name], timeout=30)
             assert stop.returncode == 0, stop.stderr
-            assert _close_code(ws) == 1001
+            assert _close_code(ws) == 1012
         exit_code = _run([podman, "inspect", "--format", "{{.State.ExitCode}}", name]).stdout
         logs = _run([podman, "logs", name])
         assert exit_code.strip() == "0", _tail(logs.stdout + logs.stderr)
-        assert "with 1001" in logs.stdout + logs.stderr
+        assert "draining 1 WebSocket connections" in logs.stdout + logs.stderr
     finally:
         _run([podman, "rm", "-f", "-t", "0", name])
         _run([podman, "rmi", "-f", tag])

@@ -10,8 +10,10 @@ import resource
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from aiohttp import web
+from dotenv import load_dotenv
 
 from . import logs
 from .app import HUB_KEY, create_app
@@ -79,6 +81,8 @@ def _fastest_event_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def main() -> None:
     """Read the settings, configure logging and run the server."""
     _raise_file_limit()
+    # A local run reads .env; the platform's environment (and any real variable) always wins.
+    load_dotenv(Path.cwd() / ".env", override=False)
     try:
         settings = Settings.from_environ()
         metrics = Metrics()
