@@ -5,7 +5,7 @@ The platform ignores the project's Dockerfile: in the official ``node:<major>`` 
 
 - natively here, with a python3 that has pip, one that has none (a ``venv --without-pip``), and
   the plain-directory layout for a python3 without the venv module; then ``npm start`` with a
-  random PORT: health check 200, integers on a WebSocket, SIGTERM to npm closes it with 1012 (drain);
+  random PORT: health check 200, integers on a WebSocket, SIGTERM to npm closes it with 1012;
 - in a podman stand-in for the node image (Debian with Node.js and python3 only: no pip, no venv
   package), built with a copy of the platform checker's own Dockerfile (marker ``container``);
 - the platform's preflight checker (npm ``@automattic/vip-go-preflight-checks``) on a freshly

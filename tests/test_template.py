@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
 from conftest import render
 
@@ -152,6 +153,18 @@ def test_every_test_named_in_the_security_table_exists(
     }
     assert len(named) > 20
     assert named <= defined, sorted(named - defined)
+
+
+def test_the_test_extra_runs_the_rendered_app(template_snapshot: Path, tmp_path: Path) -> None:
+    """Tests run the rendered app with this interpreter: its dependencies are in the test extra."""
+    project = render(template_snapshot, tmp_path / "project")
+    needed = {
+        Requirement(r).name
+        for r in tomllib.loads((project / "pyproject.toml").read_text())["project"]["dependencies"]
+    } - {"uvloop"}  # optional: the app falls back to asyncio's own loop
+    root = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    extra = {Requirement(r).name for r in root["project"]["optional-dependencies"]["test"]}
+    assert needed <= extra, f"add {sorted(needed - extra)} to the test extra"
 
 
 def test_redis_question_is_last_and_off_by_default() -> None:
