@@ -77,6 +77,10 @@ def test_new_with_data_file_and_data(tmp_path: Path, env: dict[str, str]) -> Non
         (["-d", "default_port=80"], "The default port must be between 1024 and 65535, not 80"),
         (["-d", "novalue"], "error: --data expects KEY=VALUE, got 'novalue'"),
         (["--data-file", "/nonexistent/answers.yml"], "No such file or directory"),
+        (["-d", "redis=maybe"], "error: --data redis='maybe': answer yes, no, true, false, 1 or 0"),
+        (["-d", "socketio_paths=nah"], "--data socketio_paths='nah': answer yes, no"),
+        (["-d", "default_port=abc"], "error: --data default_port='abc': default_port is a whole"),
+        (["-d", "nosuch=1"], "error: --data nosuch: no such question (questions: project_name,"),
     ],
 )
 def test_new_rejects_bad_answers(
@@ -86,6 +90,17 @@ def test_new_rejects_bad_answers(
     line = only_error(run("new", str(dest), "--defaults", *args))
     assert expected in line
     assert not dest.exists()
+
+
+@pytest.mark.parametrize(("given", "recorded"), [("yes", True), ("0", False), ("TRUE", True)])
+def test_yes_no_answers_are_read_strictly(
+    tmp_path: Path, env: dict[str, str], given: str, recorded: bool
+) -> None:
+    dest = tmp_path / "made"
+    result = run("new", str(dest), "--defaults", "-d", f"redis={given}")
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((dest / ".copier-answers.yml").read_text())["redis"] is recorded
+    assert (dest / "src" / "realtime_app" / "redis_broker.py").is_file() is recorded
 
 
 def test_new_refuses_a_directory_that_holds_files(tmp_path: Path, env: dict[str, str]) -> None:

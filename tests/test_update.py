@@ -408,3 +408,17 @@ def test_an_update_that_introduces_service_py_creates_it(
     assert run("update", str(project)).exit_code == 0
     generated = (ROOT / TEMPLATE_PACKAGE / "service.py").read_text()
     assert (project / SERVICE).read_text() == generated
+
+
+def test_update_refuses_an_unknown_question_and_a_bad_yes_no(
+    project: Path, releases: tuple[Path, Path], install: Install
+) -> None:
+    install(releases[1], "0.1.0")
+    for pair, expected in (
+        ("nosuch=1", "error: --data nosuch: no such question"),
+        ("redis=maybe", "error: --data redis='maybe': answer yes, no, true, false, 1 or 0"),
+    ):
+        result = run("update", str(project), "-d", pair)
+        assert result.exit_code != 0
+        assert error_lines(result)[0].startswith(expected)
+    assert answers(project)["_commit"] == "0.0.1"  # nothing was updated

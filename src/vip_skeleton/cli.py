@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vip_skeleton import __version__, check, project
+from vip_skeleton import __version__, check, project, source
 from vip_skeleton.errors import CliError
 
 out = Console(highlight=False)
@@ -141,6 +141,9 @@ def new(
     """Generate a project in DEST, asking copier's questions (works offline)."""
     with reported():
         answers = project.parse_data(data or [], data_file)
+        if template is None or Path(template, "copier.yml").is_file():
+            questions = Path(template or source.bundled_snapshot(), "copier.yml")
+            answers = project.check_data(answers, questions)
         project.new_project(
             dest.absolute(),
             data=answers,
@@ -174,7 +177,9 @@ def update(
     --data gives new ones.
     """
     with reported():
-        answers = project.parse_data(data or [], data_file)
+        answers = project.check_data(
+            project.parse_data(data or [], data_file), source.bundled_snapshot() / "copier.yml"
+        )
         conflicts = project.update_project(
             dest,
             data=answers,

@@ -75,6 +75,43 @@ def parse_data(pairs: list[str], data_file: Path | None) -> dict[str, Any]:
     return data
 
 
+#: What a yes/no answer may be given as on the command line (copier itself takes any word).
+BOOLEANS = {"yes": True, "no": False, "true": True, "false": False, "1": True, "0": False}
+
+
+def check_data(data: dict[str, Any], copier_yml: Path) -> dict[str, Any]:
+    """Refuse answers to unknown questions and answers of the wrong type, naming the question.
+
+    Returns:
+        ``data`` with yes/no answers given as text turned into booleans and numbers into ints.
+
+    Raises:
+        CliError: A key is not a question of ``copier_yml``, or its value does not fit its type.
+    """
+    config = yaml.safe_load(copier_yml.read_text(encoding="utf-8")) or {}
+    questions = {
+        name: spec
+        for name, spec in config.items()
+        if not name.startswith("_") and not (isinstance(spec, dict) and spec.get("when") is False)
+    }
+    checked: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in questions:
+            raise CliError(f"--data {key}: no such question (questions: {', '.join(questions)})")
+        kind = questions[key].get("type") if isinstance(questions[key], dict) else None
+        if kind == "bool" and isinstance(value, str):
+            if value.strip().lower() not in BOOLEANS:
+                raise CliError(f"--data {key}={value!r}: answer yes, no, true, false, 1 or 0")
+            value = BOOLEANS[value.strip().lower()]
+        elif kind == "int" and isinstance(value, str):
+            try:
+                value = int(value)
+            except ValueError:
+                raise CliError(f"--data {key}={value!r}: {key} is a whole number") from None
+        checked[key] = value
+    return checked
+
+
 def read_answers(dest: Path) -> dict[str, Any]:
     """Return the recorded answers of the project in ``dest``.
 
