@@ -52,6 +52,7 @@ def test_no_arguments_shows_help() -> None:
     assert result.exit_code != 0
     for command in ("new", "update", "check-update", "check"):
         assert command in result.output
+    assert result.output.count("Usage:") == 1  # printed once
 
 
 def test_new_with_data_file_and_data(tmp_path: Path, env: dict[str, str]) -> None:
@@ -229,3 +230,9 @@ def test_check_target_errors(target: str, expected: str) -> None:
 def test_check_directory_that_is_not_a_project(tmp_path: Path) -> None:
     line = only_error(run("check", str(tmp_path)))
     assert line.endswith("it has no .copier-answers.yml")
+
+
+def test_update_help_names_no_option_update_does_not_have() -> None:
+    result = run("update", "--help")
+    assert result.exit_code == 0
+    assert "--template" not in result.output

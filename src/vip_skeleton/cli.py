@@ -43,9 +43,8 @@ class OneLineErrorsTyper(typer.Typer):
             if message is None or not isinstance(code, int):
                 raise
             ctx = getattr(exc, "ctx", None)
-            if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
-                typer.echo(ctx.get_help())
-                sys.exit(code)
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                sys.exit(code)  # Typer has printed the help already
             where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
             err.print(f"[red]error:[/red] {message()}{where}", soft_wrap=True)
             sys.exit(code)
@@ -75,6 +74,13 @@ TrustOption = Annotated[
     bool,
     typer.Option(
         "--trust", help="Allow a --template's tasks and migrations (the bundled one is trusted)."
+    ),
+]
+UpdateTrustOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust",
+        help="Allow the migrations of a template other than this vip-skeleton's own.",
     ),
 ]
 
@@ -169,7 +175,7 @@ def update(
     ] = False,
     data: DataOption = None,
     data_file: DataFileOption = None,
-    trust: TrustOption = False,
+    trust: UpdateTrustOption = False,
 ) -> None:
     """Merge the newest template (or --vcs-ref) into DEST, keeping the project's own changes.
 
