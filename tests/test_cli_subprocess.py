@@ -153,6 +153,28 @@ def test_new_prompts_on_a_terminal(env: dict[str, str], tmp_path: Path) -> None:
     assert answers["package_name"] == "realtime_app_x"
 
 
+@pytest.mark.parametrize("at", ["Project name", "Project slug"])
+def test_ctrl_c_at_a_prompt_is_one_line_and_exit_130(
+    env: dict[str, str], tmp_path: Path, at: str
+) -> None:
+    term = Terminal([sys.executable, "-m", "vip_skeleton", "new", "stopped"], env, tmp_path)
+    term.expect("Project name")
+    if at == "Project slug":
+        term.type("\r")
+        term.expect("Project slug")
+    term.type("\x03")
+    status = term.proc.wait(timeout=30)
+    while term._read(0.2):
+        pass
+    os.close(term.fd)
+    assert status == 130, term.screen
+    after = term.screen.split(at)[-1]
+    errors = [line for line in after.splitlines() if line.strip().startswith("error:")]
+    assert errors == ["error: interrupted"], term.screen
+    assert len(after) < 500, after  # no answers map, no validator source
+    assert not (tmp_path / "stopped").exists()
+
+
 def build_release(tmp_path: Path, name: str, version: str | None, extra_ignore: str) -> Path:
     """Build a wheel of this checkout into ``tmp_path/name``, optionally as another release.
 

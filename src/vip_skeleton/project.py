@@ -34,7 +34,9 @@ def copier_errors() -> Iterator[None]:
     """Re-raise copier's, git's and the file system's failures as one-line ``CliError``\\ s."""
     try:
         yield
-    except CliError:
+    except (CliError, KeyboardInterrupt):
+        # Ctrl-C at a prompt (copier's CopierAnswersInterrupt is also a KeyboardInterrupt): the
+        # caller reports it in one line with exit code 130, never copier's internals.
         raise
     except UnsafeTemplateError as exc:
         first = str(exc).splitlines()[0].rstrip(".")
