@@ -236,3 +236,15 @@ def test_update_help_names_no_option_update_does_not_have() -> None:
     result = run("update", "--help")
     assert result.exit_code == 0
     assert "--template" not in result.output
+
+
+def test_check_on_a_project_that_is_not_installed_says_to_install_it(tmp_path: Path) -> None:
+    project = tmp_path / "ghost"
+    (project / "src" / "ghost_app").mkdir(parents=True)
+    (project / "src" / "ghost_app" / "__init__.py").write_text("")
+    (project / "src" / "ghost_app" / "__main__.py").write_text("import not_installed_dependency\n")
+    (project / ".copier-answers.yml").write_text("package_name: ghost_app\n")
+    line = only_error(run("check", str(project)))
+    assert "No module named 'not_installed_dependency'" in line
+    assert "install the project first" in line
+    assert "R1" not in line

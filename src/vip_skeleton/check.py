@@ -461,6 +461,13 @@ def check_project(
     progress(f"starting the app with PORT={port}")
     with _started(project, package, port) as (proc, log):
         ready = _wait_ready(proc, endpoint, log, startup_timeout)
+        if isinstance(ready, str) and "ModuleNotFoundError" in ready:
+            # Not a broken rule: the app cannot even be imported here.
+            missing = ready.rpartition("ModuleNotFoundError: ")[2]
+            raise CliError(
+                f"cannot start the app of {project} ({missing}): install the project first "
+                f"(python -m venv .venv && .venv/bin/pip install -e {project})"
+            )
         if isinstance(ready, str):
             results.append(RuleResult("port", "R1", "fail", ready))
             results.extend(
