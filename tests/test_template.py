@@ -167,6 +167,28 @@ def test_the_test_extra_runs_the_rendered_app(template_snapshot: Path, tmp_path:
     assert needed <= extra, f"add {sorted(needed - extra)} to the test extra"
 
 
+def asked_questions() -> dict[str, dict[str, Any]]:
+    config = yaml.safe_load((Path(__file__).parent.parent / "copier.yml").read_text())
+    return {
+        name: spec
+        for name, spec in config.items()
+        if not name.startswith("_") and spec.get("when") is not False
+    }
+
+
+def test_every_prompt_fits_an_80_column_terminal() -> None:
+    for name, spec in asked_questions().items():
+        for line in spec["help"].splitlines():
+            assert len(line) <= 76, f"{name}: {line!r} ({len(line)} characters)"
+
+
+def test_every_question_is_in_the_readme_table() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    rows = {cell for line in readme.splitlines() if line.startswith("| `") for cell in
+            re.findall(r"`(\w+)`", line.split("|")[1])}  # fmt: skip
+    assert set(asked_questions()) <= rows, sorted(set(asked_questions()) - rows)
+
+
 def test_redis_question_is_last_and_off_by_default() -> None:
     questions = yaml.safe_load((Path(__file__).parent.parent / "copier.yml").read_text())
     asked = [
