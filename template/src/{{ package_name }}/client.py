@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 #: Close codes after which reconnecting would only repeat the refusal (1008 and 4000-4999).
 POLICY_CODES = frozenset({1008, *range(4000, 5000)})
+#: The backoff's exponent stops growing here, as in the browser client.
+MAX_ATTEMPT = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,22 @@ class Message:
 
     id: int
     data: Any
+
+
+def close_policy(code: int | None) -> str:
+    """What to do after the connection closed with ``code`` (None: it dropped without one).
+
+    ``stop`` (1000): do not reconnect; ``refused`` (1008, 4000-4999): do not reconnect, raise;
+    ``later`` (1013): reconnect after a longer backoff; ``retry``: reconnect after the backoff.
+    The browser client's ``closePolicy``, to the letter (tests/reconnect-policy.json).
+    """
+    if code == 1000:
+        return "stop"
+    if code in POLICY_CODES:
+        return "refused"
+    if code == 1013:
+        return "later"
+    return "retry"
 
 
 class ConnectionRefusedByPolicy(Exception):
@@ -75,9 +93,9 @@ class Backoff:
     def delay(self, attempt: int, close_code: int | None = None) -> float:
         """Return the delay before reconnect attempt ``attempt``."""
         low = 0.0
-        if close_code == 1013:  # try again later: back off longer
+        if close_policy(close_code) == "later":  # try again later: back off longer
             attempt, low = attempt + 2, self.base
-        window = min(self.cap, self.base * 2.0**attempt)
+        window = min(self.cap, self.base * 2.0 ** min(attempt, MAX_ATTEMPT))
         low = min(low, window)
         return low + self.random() * (window - low)
 
@@ -175,9 +193,11 @@ class ReconnectingClient:
                 retry_after = _retry_after(error)
             else:
                 retry_after = 0.0
-            if close_code == 1000:
+            policy = close_policy(close_code)
+            if policy == "stop":
                 return
-            if close_code is not None and close_code in POLICY_CODES:
+            if policy == "refused":
+                assert close_code is not None
                 raise ConnectionRefusedByPolicy(close_code)
             delay = self._backoff.delay(attempt, close_code)
             if retry_after:  # the server asked for a pause: at least that, jittered up to twice
