@@ -61,7 +61,7 @@ def test_new_then_errors_are_one_line(env: dict[str, str], tmp_path: Path) -> No
     assert (tmp_path / "proj" / "pyproject.toml").is_file()
     for args, code, expected in [
         (["new", "bad", "--defaults", "-d", "package_name=1x"], 1, "is not a valid package name"),
-        (["new", "bad", "--defaults", "-d", "default_port=x"], 1, "error: invalid answer: "),
+        (["new", "bad", "--defaults", "-d", "default_port=x"], 1, "error: --data default_port="),
         (["new", "bad", "-d", "project_name=X"], 1, "nteractive"),
         (["update", "proj"], 1, "is not a git repository"),
         (["check-update", "."], 1, "is not a generated project"),
