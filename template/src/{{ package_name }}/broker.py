@@ -4,14 +4,29 @@ The hub composes one broker, chosen in ``scaleout.py``. :class:`LocalBroker`, th
 everything in this process; a broker that several processes share (generated with the scale-out
 answer) gives every process the same broadcasts, in the same order, with the same ids.
 
+The default stream and every channel have ids of their own, each one more than the previous
+broadcast of the same stream. A broker also keeps each channel's presence: who is subscribed to
+it, in every process, each member once however many connections (tabs) it has.
+
 A broker also keeps producers unique: a producer (such as the integers demo) runs under a lease
 that one process at a time holds, and counts with a counter that only the holder advances.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from typing import ClassVar, Protocol
+from typing import ClassVar, NamedTuple, Protocol
+
+#: Channels whose last id the in-process broker remembers at most (the least recently used go).
+MAX_LOCAL_CHANNELS = 10_000
+
+
+class Member(NamedTuple):
+    """Who a subscription is, for presence: the client's identity, and its connection's id."""
+
+    name: str
+    connection: str
 
 
 class HubUnavailable(RuntimeError):
@@ -21,8 +36,14 @@ class HubUnavailable(RuntimeError):
 class Receiver(Protocol):
     """What a broker delivers to: the hub of this process."""
 
-    async def deliver(self, message_id: int, message: bytes) -> None:
-        """Take the broadcast ``message_id``; called in id order, once per broadcast."""
+    async def deliver(self, message_id: int, message: bytes, channel: str | None = None) -> None:
+        """Take the broadcast ``message_id`` of ``channel`` (None: the default stream).
+
+        Called in id order, once per broadcast.
+        """
+
+    async def deliver_presence(self, channel: str, event: dict[str, object]) -> None:
+        """Take a presence change of ``channel``: ``{"joined": name}`` or ``{"left": name}``."""
 
     def remember(self, messages: list[tuple[int, bytes]]) -> None:
         """Keep broadcasts made before the broker started, oldest first, to replay, not to send."""
@@ -43,19 +64,38 @@ class Broker(Protocol):
     async def stop(self) -> None:
         """Stop delivering, give up held leases, and close connections."""
 
-    async def publish(self, data: str) -> int:
-        """Broadcast ``data`` (JSON text) to every process and return its id.
+    async def publish(self, data: str, channel: str | None = None) -> int:
+        """Broadcast ``data`` (JSON text) on ``channel`` to every process and return its id.
 
         Raises:
             HubUnavailable: The broadcast could not be made.
         """
 
-    async def history(self, last_id: int, count: int) -> list[tuple[int, bytes]] | None:
+    async def history(
+        self, last_id: int, count: int, channel: str | None = None
+    ) -> list[tuple[int, bytes]] | None:
         """Up to ``count`` broadcasts after ``last_id``, for a client older than the replay log.
 
         Returns:
             The ``(id, message)`` pairs from ``last_id + 1`` on (empty when ``last_id`` is the
             newest), or None when the broker cannot tell what followed ``last_id``.
+        """
+
+    async def enter(self, channel: str, member: Member) -> None:
+        """Count ``member`` present on ``channel``; announce it if it was not there yet.
+
+        Raises:
+            HubUnavailable: The presence could not be recorded.
+        """
+
+    async def leave(self, channel: str, member: Member) -> None:
+        """Count ``member`` gone from ``channel``; announce it if it has no connection left."""
+
+    async def members(self, channel: str) -> list[str]:
+        """The names present on ``channel``, each once.
+
+        Raises:
+            HubUnavailable: The presence could not be read.
         """
 
     async def acquire_lease(self, name: str) -> bool:
@@ -75,25 +115,44 @@ class Broker(Protocol):
         """
 
 
-def encode_message(message_id: int, data: str) -> bytes:
-    """The broadcast ``{"id": message_id, "data": data}`` as compact JSON, ``data`` being JSON."""
-    return b'{"id":%d,"data":%s}' % (message_id, data.encode())
+def encode_message(message_id: int, data: str, channel: str | None = None) -> bytes:
+    """The broadcast ``{"id": message_id, "data": data}`` as compact JSON, ``data`` being JSON.
+
+    On a channel: ``{"channel": channel, "id": message_id, "data": data}``.
+    """
+    if channel is None:
+        return b'{"id":%d,"data":%s}' % (message_id, data.encode())
+    return b'{"channel":%s,"id":%d,"data":%s}' % (
+        json.dumps(channel).encode(),
+        message_id,
+        data.encode(),
+    )
+
+
+def first_id() -> int:
+    """The id of a stream's first broadcast: the time in microseconds since the epoch.
+
+    So that ids keep increasing when a stream starts again (a restart of the process or of the
+    message broker), as long as a stream makes fewer than a million broadcasts a second.
+    """
+    return time.time_ns() // 1000
 
 
 class LocalBroker:
     """Everything in this process: ids, delivery, leases and counters.
 
-    Ids start at the time of creation in microseconds since the epoch and grow by one per
-    broadcast, so that they keep increasing across restarts of the process.
+    Each stream's ids start at :func:`first_id` and grow by one per broadcast. The last ids of
+    at most ``MAX_LOCAL_CHANNELS`` channels are remembered; a channel forgotten starts again.
     """
 
     shared: ClassVar[bool] = False
     lease_retry_seconds: float = 0.0
 
     def __init__(self) -> None:
-        self._last_id = time.time_ns() // 1000
+        self._last_ids: dict[str | None, int] = {}
         self._receiver: Receiver | None = None
         self._counters: dict[str, int] = {}
+        self._present: dict[str, dict[str, set[str]]] = {}  # channel -> name -> connections
 
     async def start(self, receiver: Receiver) -> None:
         """Deliver every later broadcast to ``receiver``."""
@@ -103,18 +162,49 @@ class LocalBroker:
         """Stop delivering."""
         self._receiver = None
 
-    async def publish(self, data: str) -> int:
-        """Deliver ``data`` to this process's hub under the next id."""
+    async def publish(self, data: str, channel: str | None = None) -> int:
+        """Deliver ``data`` to this process's hub under the next id of ``channel``."""
         if self._receiver is None:
             raise HubUnavailable("the broker is not started")
-        self._last_id += 1
-        message_id = self._last_id
-        await self._receiver.deliver(message_id, encode_message(message_id, data))
+        last_ids = self._last_ids
+        last_id = last_ids.pop(channel, None)  # popped and set again: the newest go last
+        message_id = first_id() if last_id is None else last_id + 1
+        last_ids[channel] = message_id
+        if len(last_ids) > MAX_LOCAL_CHANNELS + 1:
+            del last_ids[next(key for key in last_ids if key is not None)]
+        await self._receiver.deliver(message_id, encode_message(message_id, data, channel), channel)
         return message_id
 
-    async def history(self, last_id: int, count: int) -> None:
-        """Keeps none: the hub's own replay log is all there is."""
+    async def history(self, last_id: int, count: int, channel: str | None = None) -> None:
+        """Keeps none: the hub's own replay logs are all there is."""
         return None
+
+    async def enter(self, channel: str, member: Member) -> None:
+        """Count ``member`` present; announce its name to the hub if it is new on ``channel``."""
+        names = self._present.setdefault(channel, {})
+        connections = names.setdefault(member.name, set())
+        connections.add(member.connection)
+        if len(connections) == 1 and self._receiver is not None:
+            await self._receiver.deliver_presence(channel, {"joined": member.name})
+
+    async def leave(self, channel: str, member: Member) -> None:
+        """Count ``member`` gone; announce it to the hub when its name has no connection left."""
+        names = self._present.get(channel, {})
+        connections = names.get(member.name, set())
+        if member.connection not in connections:
+            return
+        connections.remove(member.connection)
+        if connections:
+            return
+        names.pop(member.name, None)
+        if not names:
+            self._present.pop(channel, None)
+        if self._receiver is not None:
+            await self._receiver.deliver_presence(channel, {"left": member.name})
+
+    async def members(self, channel: str) -> list[str]:
+        """The names present on ``channel`` in this process."""
+        return sorted(self._present.get(channel, ()))
 
     async def acquire_lease(self, name: str) -> bool:
         """One process: always the producer."""

@@ -7,12 +7,18 @@
 - :class:`Allowance`: how many messages and bytes a connection may send per second, and
   :class:`TokenBucket`, the rate behind it and behind the admission of new connections.
 - :func:`is_valid_close_code`: which close codes a client may send (RFC 6455, section 7.4).
+- :func:`parse_json`: what a client or the backend sends, as JSON any browser can read back,
+  nested at most ``MAX_JSON_DEPTH`` levels.
+- :func:`is_valid_channel`: which channel names a client may use.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Iterable
+from typing import TypeGuard
 from urllib.parse import unquote, urlsplit
 
 #: Ports an origin or a ``Host`` may leave out.
@@ -20,6 +26,10 @@ DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 #: Seconds of sending at full rate that a connection may save up and spend at once.
 BURST_SECONDS = 2.0
 _REPEATED_SLASHES = re.compile(r"/{2,}")
+#: Deepest nesting of JSON a client or the backend may send.
+MAX_JSON_DEPTH = 32
+#: Channel names: 1-128 letters, digits and ``_.:@/-`` (``chat/room-1``, ``post:123``).
+CHANNEL_PATTERN = re.compile(r"[A-Za-z0-9_.:@/-]{1,128}")
 
 
 def proxy_path(raw_path: str) -> str:
@@ -154,3 +164,46 @@ class Allowance:
         """Count one message of ``size`` bytes; False when the connection is over its allowance."""
         within_messages = self._messages.take(1, now)
         return self._bytes.take(size, now) and within_messages
+
+
+def parse_json(text: str | bytes) -> object:
+    """Parse ``text`` as JSON that every browser can read back once broadcast.
+
+    Raises:
+        ValueError: ``text`` is not JSON, holds ``NaN``, ``Infinity`` or a number too large for a
+            float, or nests deeper than ``MAX_JSON_DEPTH`` levels; the message says which.
+    """
+    try:
+        data = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        data = None
+    else:
+        if _depth(data) <= MAX_JSON_DEPTH:
+            return data
+    raise ValueError(f"it nests deeper than {MAX_JSON_DEPTH} levels")
+
+
+def is_valid_channel(name: object) -> TypeGuard[str]:
+    """Whether ``name`` is a channel name: 1-128 letters, digits and ``_.:@/-``."""
+    return isinstance(name, str) and CHANNEL_PATTERN.fullmatch(name) is not None
+
+
+def _refuse_constant(name: str) -> object:
+    """Refuse ``NaN`` and ``Infinity``: browsers could not parse the broadcast."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    """Parse a JSON number, refusing one too large for a float (``1e999``)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def _depth(data: object, level: int = 1) -> int:
+    """How deeply ``data`` nests, counting up to one past ``MAX_JSON_DEPTH``."""
+    if level > MAX_JSON_DEPTH:
+        return level
+    children = data.values() if isinstance(data, dict) else data if isinstance(data, list) else ()
+    return max((_depth(child, level + 1) for child in children), default=level)

@@ -1,5 +1,9 @@
 """The one WebSocket hub of the process, shared by every connection.
 
+Every connection receives the default stream (the demo's integers), and the channels it
+subscribes to: each stream, the default one and every channel, has ids of its own, a replay log
+of its own, and its own subscribers (presence too, on the channels the service asks it for).
+
 Every broadcast goes through the broker (which gives it its id and brings it to the hub of every
 process), is framed once, kept in the replay log for clients that reconnect, and written directly
 to each client's transport: no task and no queue per delivery. A client that stops reading is cut
@@ -27,15 +31,16 @@ import math
 import socket
 import struct
 import time
+from collections.abc import Coroutine
 from typing import NamedTuple
 
 from aiohttp import WSCloseCode, web
 
-from .broker import Broker, HubUnavailable
+from .broker import Broker, HubUnavailable, Member
 from .metrics import Metrics
 from .replay import ReplayLog
 
-__all__ = ["CLOSE_TIMEOUT", "Hub", "HubUnavailable", "gap_frame"]
+__all__ = ["CLOSE_TIMEOUT", "Hub", "HubUnavailable", "Member", "gap_frame"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +62,11 @@ HISTORY_PAGE = 100
 DRAIN_BATCH = 50
 DRAIN_STEP = 0.1
 
+#: Seconds a channel nobody here subscribes to any more keeps its replay log, for the clients
+#: that come back (a deploy's reconnects), and the most such channels kept at once.
+IDLE_CHANNEL_SECONDS = 60.0
+MAX_IDLE_CHANNELS = 1000
+
 #: Longest pause, in seconds, between two looks at a catching-up client's unsent data.
 DRAIN_POLL_MAX = 0.1
 
@@ -71,18 +81,38 @@ CUT_OFF_REASONS = {
 
 
 class _CatchUp(NamedTuple):
-    """A client being brought up to date."""
+    """A client being brought up to date on a stream."""
 
     transport: asyncio.Transport
     task: asyncio.Task[None]
 
 
+class _Stream:
+    """The default stream (``channel`` None) or one channel: its log and its subscribers."""
+
+    def __init__(self, channel: str | None, replay_size: int) -> None:
+        self.channel = channel
+        self.log = ReplayLog(replay_size)
+        self.restarts = 0  # times a hole in the ids made the replay log start again
+        self.clients: dict[web.WebSocketResponse, asyncio.Transport] = {}
+        self.catching_up: dict[web.WebSocketResponse, _CatchUp] = {}
+        self.delivered = asyncio.Event()  # set, and replaced, at each delivery
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self.clients) + len(self.catching_up)
+
+    def gap_frame(self, last_id: int, oldest_id: int | None) -> bytes:
+        return _text_frame(gap_frame(last_id, oldest_id, self.channel))
+
+
 class Hub:
-    """Fans broadcasts out to every connected WebSocket client.
+    """Fans broadcasts out to every connected WebSocket client, and channels to subscribers.
 
     Args:
         broker: Gives broadcasts their ids and delivers them to this hub (and to the others).
         replay_size: Number of recent broadcasts kept for reconnecting clients (0 keeps none).
+        channel_replay_size: Number of recent messages kept per channel for resubscribing clients.
         max_client_buffer_bytes: Unsent bytes one client may hold before it is closed with 1013.
         metrics: Where the hub counts what it does.
     """
@@ -92,22 +122,26 @@ class Hub:
         broker: Broker,
         *,
         replay_size: int,
+        channel_replay_size: int,
         max_client_buffer_bytes: int,
         metrics: Metrics,
     ) -> None:
         self._broker = broker
         self._metrics = metrics
         metrics.connections.set_function(lambda: self.client_count)
-        self._log = ReplayLog(replay_size)
-        self._log_restarts = 0  # times a hole in the ids made the replay log start again
-        self._clients: dict[web.WebSocketResponse, asyncio.Transport] = {}
-        self._catching_up: dict[web.WebSocketResponse, _CatchUp] = {}
+        metrics.channels.set_function(lambda: len(self._channels))
+        self._default = _Stream(None, replay_size)
+        self._channel_replay_size = channel_replay_size
+        self._channels: dict[str, _Stream] = {}
+        # Channels nobody here subscribes to any more, kept a while for clients that come back
+        # (a deploy's reconnects): channel -> loop time it became idle, oldest first.
+        self._idle_channels: dict[str, float] = {}
+        self._subscriptions: dict[web.WebSocketResponse, dict[str, Member | None]] = {}
         self._max_client_buffer_bytes = max_client_buffer_bytes
         # One fan-out at a time, so every client receives frames in id order. Whoever holds it
         # only writes to transports and yields: it never waits for a client.
         self._fan_out_lock = asyncio.Lock()
-        self._delivered = asyncio.Event()  # set, and replaced, at each delivery
-        self._closing_tasks: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         #: Set while at least one client is connected.
         self.occupied = asyncio.Event()
         #: Whether the process is shutting down: no new client is taken.
@@ -116,7 +150,7 @@ class Hub:
     @property
     def client_count(self) -> int:
         """Number of connected clients, catching up or live."""
-        return len(self._clients) + len(self._catching_up)
+        return self._default.subscriber_count
 
     async def start(self) -> None:
         """Start receiving broadcasts from the broker; never waits for a remote service."""
@@ -145,43 +179,111 @@ class Hub:
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limit)
-        if last_id is None or last_id == self._log.newest_id:
-            self._clients[ws] = transport
-        else:
-            task = asyncio.create_task(self._catch_up(ws, transport, last_id))
-            self._catching_up[ws] = _CatchUp(transport, task)
-            task.add_done_callback(lambda _task: self._catching_up.pop(ws, None))
+        self._subscriptions[ws] = {}
+        self._add(self._default, ws, transport, last_id)
         self.occupied.set()
         self._metrics.joins.inc()
         logger.debug("client joined (%d connected)", self.client_count)
 
     def leave(self, ws: web.WebSocketResponse) -> None:
-        """Forget a client whose connection has ended."""
-        catching_up = self._catching_up.pop(ws, None)
-        if catching_up is not None and catching_up.task is not asyncio.current_task():
-            catching_up.task.cancel()
-        if self._clients.pop(ws, None) is not None or catching_up is not None:
+        """Forget a client whose connection has ended, and every channel it subscribed to."""
+        for channel in [*self._subscriptions.get(ws, ())]:
+            self.unsubscribe(ws, channel)
+        self._subscriptions.pop(ws, None)
+        if self._remove(self._default, ws):
             self._metrics.leaves.inc()
             logger.debug("client left (%d connected)", self.client_count)
         if not self.client_count:
             self.occupied.clear()
 
-    async def broadcast(self, data: object) -> int:
-        """Send ``data`` as ``{"id": ..., "data": ...}`` to every client of every process.
+    def subscriptions(self, ws: web.WebSocketResponse) -> int:
+        """Number of channels ``ws`` subscribes to."""
+        return len(self._subscriptions.get(ws, ()))
+
+    async def subscribe(
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        channel: str,
+        last_id: int | None,
+        member: Member | None,
+    ) -> None:
+        """Send ``channel``'s messages to ``ws`` too; with ``last_id``, the missed ones first.
+
+        Writes ``{"type": "subscribed", "channel": ...}`` before any message of the channel.
+        With ``member`` (who the client is, on a channel with presence), the client is announced
+        to the channel's subscribers in every process and is then sent who is here.
+
+        Raises:
+            HubUnavailable: The broker could not record the presence (the subscription stays).
+        """
+        subscriptions = self._subscriptions.get(ws)
+        if subscriptions is None or channel in subscriptions or _ended(ws, transport):
+            return
+        stream = self._channels.get(channel)
+        if stream is None:
+            stream = self._channels[channel] = _Stream(channel, self._channel_replay_size)
+        self._idle_channels.pop(channel, None)
+        subscriptions[channel] = member
+        transport.write(_text_frame(_event(type="subscribed", channel=channel)))
+        self._add(stream, ws, transport, last_id)
+        if member is None:
+            return
+        await self._broker.enter(channel, member)
+        members = await self._broker.members(channel)
+        if subscriptions is self._subscriptions.get(ws) and channel in subscriptions:
+            self._write(ws, transport, _event(type="presence", channel=channel, members=members))
+
+    def unsubscribe(self, ws: web.WebSocketResponse, channel: str) -> None:
+        """Stop sending ``channel``'s messages to ``ws``, announcing it leaves if it was present."""
+        subscriptions = self._subscriptions.get(ws)
+        if subscriptions is None or channel not in subscriptions:
+            return
+        member = subscriptions.pop(channel)
+        stream = self._channels[channel]
+        self._remove(stream, ws)
+        if not stream.subscriber_count:
+            self._idle_channels[channel] = asyncio.get_running_loop().time()
+        if member is not None:
+            self._in_background(self._broker.leave(channel, member))
+
+    def is_subscribed(self, ws: web.WebSocketResponse, channel: str) -> bool:
+        """Whether ``ws`` subscribes to ``channel``."""
+        return channel in self._subscriptions.get(ws, ())
+
+    def send(self, ws: web.WebSocketResponse, message: object) -> bool:
+        """Send ``message`` (JSON-serialisable) to ``ws`` alone; False if it is gone or cut off."""
+        transport = self._default.clients.get(ws)
+        if transport is None:
+            catching_up = self._default.catching_up.get(ws)
+            transport = catching_up.transport if catching_up is not None else None
+        if transport is None:
+            return False
+        return self._write(ws, transport, json.dumps(message, separators=(",", ":")).encode())
+
+    async def broadcast(self, data: object, channel: str | None = None) -> int:
+        """Send ``data`` to every client of every process, or to ``channel``'s subscribers.
+
+        Clients get ``{"id": ..., "data": ...}``, or ``{"channel": ..., "id": ..., "data": ...}``.
 
         Returns:
-            The id of this broadcast.
+            The id of this broadcast in its stream (each channel has ids of its own).
 
         Raises:
             HubUnavailable: The broker could not take the broadcast.
             ValueError: ``data`` holds a number JSON cannot carry (NaN or infinity).
         """
-        return await self._broker.publish(json.dumps(data, separators=(",", ":"), allow_nan=False))
+        text = json.dumps(data, separators=(",", ":"), allow_nan=False)
+        return await self._broker.publish(text, channel)
 
     async def send_heartbeat(self) -> None:
-        """Send a heartbeat frame to every live client, so clients can tell a dead connection."""
+        """Send a heartbeat frame to every live client, so clients can tell a dead connection.
+
+        Also forgets the channels nobody has subscribed to for ``IDLE_CHANNEL_SECONDS``.
+        """
         async with self._fan_out_lock:
-            await self._fan_out(_text_frame(HEARTBEAT_FRAME))
+            await self._fan_out(self._default, _text_frame(HEARTBEAT_FRAME))
+        self._forget_idle_channels(asyncio.get_running_loop().time() - IDLE_CHANNEL_SECONDS)
 
     async def drain(self, seconds: float) -> None:
         """Refuse new clients, and close the connected ones with 1012 over ``seconds``.
@@ -192,8 +294,7 @@ class Hub:
         Returns once every closing handshake is done (or dropped after ``CLOSE_TIMEOUT``).
         """
         self.draining = True
-        clients = [*self._clients.items()]
-        clients += [(ws, catching_up.transport) for ws, catching_up in self._catching_up.items()]
+        clients = self._connections()
         if not clients:
             return
         batches = max(1, min(math.ceil(len(clients) / DRAIN_BATCH), int(seconds / DRAIN_STEP)))
@@ -211,17 +312,13 @@ class Hub:
 
     async def close_all(self, code: int = WSCloseCode.GOING_AWAY) -> None:
         """Close every connection with ``code`` (default 1001), within ``CLOSE_TIMEOUT``."""
-        for catching_up in self._catching_up.values():
-            catching_up.task.cancel()
-        clients = [*self._clients.items()]
-        clients += [(ws, catching_up.transport) for ws, catching_up in self._catching_up.items()]
-        self._clients.clear()
-        self._catching_up.clear()
-        self.occupied.clear()
+        clients = self._connections()
+        for ws, _transport in clients:
+            self.leave(ws)
         logger.info("closing %d WebSocket connections with %d", len(clients), code)
         await asyncio.gather(*(_close(ws, tr, code, b"server shutdown") for ws, tr in clients))
-        if self._closing_tasks:
-            await asyncio.gather(*self._closing_tasks)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     # --- producers ---------------------------------------------------------------------------
 
@@ -264,35 +361,109 @@ class Hub:
     def remember(self, messages: list[tuple[int, bytes]]) -> None:
         """Called by the broker: keep broadcasts made elsewhere before it started, for replay."""
         for message_id, message in messages:
-            self._log.append(message_id, _text_frame(message))
+            self._default.log.append(message_id, _text_frame(message))
 
-    async def deliver(self, message_id: int, message: bytes) -> None:
-        """Called by the broker: fan one broadcast out to the live clients, in id order."""
+    async def deliver(self, message_id: int, message: bytes, channel: str | None = None) -> None:
+        """Called by the broker: fan one broadcast out to the live clients, in id order.
+
+        A channel's message reaches this process's subscribers of the channel; one of a channel
+        nobody here subscribes to (or has, lately) is dropped.
+        """
+        stream = self._default if channel is None else self._channels.get(channel)
+        if stream is None:
+            return
         frame = _text_frame(message)
         metrics = self._metrics
         async with self._fan_out_lock:
             started = time.perf_counter()
-            newest_id = self._log.newest_id
-            if not self._log.append(message_id, frame) and newest_id is not None:
+            newest_id = stream.log.newest_id
+            if not stream.log.append(message_id, frame) and newest_id is not None:
                 # Broadcasts were lost to this process (the broker restarted, or it was away
                 # longer than the broker keeps them): tell the clients, never replay across it.
-                self._log_restarts += 1
-                await self._fan_out(_text_frame(gap_frame(newest_id, message_id)))
-            written = await self._fan_out(frame)
+                stream.restarts += 1
+                await self._fan_out(stream, stream.gap_frame(newest_id, message_id))
+            written = await self._fan_out(stream, frame)
             metrics.fan_out_seconds.observe(time.perf_counter() - started)
         metrics.broadcasts.inc()
         metrics.deliveries.inc(written)
         metrics.sent_bytes.inc(written * len(frame))
-        self._delivered.set()
-        self._delivered = asyncio.Event()
+        stream.delivered.set()
+        stream.delivered = asyncio.Event()
 
-    async def _fan_out(self, data: bytes) -> int:
-        """Write ``data`` to every live client; return to how many."""
+    async def deliver_presence(self, channel: str, event: dict[str, object]) -> None:
+        """Called by the broker: tell this process's subscribers of ``channel`` who came or left."""
+        stream = self._channels.get(channel)
+        if stream is None:
+            return
+        frame = _text_frame(_event(type="presence", channel=channel, **event))
+        async with self._fan_out_lock:
+            await self._fan_out(stream, frame, catching_up=True)
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _connections(self) -> list[tuple[web.WebSocketResponse, asyncio.Transport]]:
+        stream = self._default
+        return [*stream.clients.items()] + [
+            (ws, catching_up.transport) for ws, catching_up in stream.catching_up.items()
+        ]
+
+    def _add(
+        self,
+        stream: _Stream,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        last_id: int | None,
+    ) -> None:
+        """Make ``ws`` a subscriber of ``stream``: live, or after catching up from ``last_id``."""
+        if last_id is None or last_id == stream.log.newest_id:
+            stream.clients[ws] = transport
+            return
+        task = asyncio.create_task(self._catch_up(stream, ws, transport, last_id))
+        stream.catching_up[ws] = _CatchUp(transport, task)
+        task.add_done_callback(lambda _task: stream.catching_up.pop(ws, None))
+
+    def _remove(self, stream: _Stream, ws: web.WebSocketResponse) -> bool:
+        """Forget ``ws`` as a subscriber of ``stream``; whether it was one."""
+        catching_up = stream.catching_up.pop(ws, None)
+        if catching_up is not None and catching_up.task is not asyncio.current_task():
+            catching_up.task.cancel()
+        return stream.clients.pop(ws, None) is not None or catching_up is not None
+
+    def _forget_idle_channels(self, idle_since: float) -> None:
+        """Forget the idle channels idle since before ``idle_since``, and the oldest past a cap."""
+        idle = self._idle_channels
+        while idle:
+            channel, since = next(iter(idle.items()))
+            if since >= idle_since and len(idle) <= MAX_IDLE_CHANNELS:
+                break
+            del idle[channel]
+            del self._channels[channel]
+
+    def _in_background(self, work: Coroutine[object, None, None]) -> None:
+        """Run ``work`` (the broker's bookkeeping for a client that left) without waiting."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _write(self, ws: web.WebSocketResponse, transport: asyncio.Transport, data: bytes) -> bool:
+        """Write the text frame of ``data`` to one client, within its unsent-bytes limit."""
+        if _ended(ws, transport):
+            return False
+        if transport.get_write_buffer_size() > self._max_client_buffer_bytes:
+            self._cut_off(ws, transport, "slow")
+            return False
+        transport.write(_text_frame(data))
+        return True
+
+    async def _fan_out(self, stream: _Stream, data: bytes, *, catching_up: bool = False) -> int:
+        """Write ``data`` to every live subscriber of ``stream`` (and the catching-up ones)."""
         # Framed once for every client: a delivery is one transport.write, with no coroutine. This
         # bypasses aiohttp's per-send path (two coroutines and a copy), which cost 20-30 % of the
         # fan-out's throughput (docs/performance.md of vip-skeleton).
         limit = self._max_client_buffer_bytes
-        clients = tuple(self._clients.items())
+        clients = tuple(stream.clients.items())
+        if catching_up:
+            clients += tuple((ws, each.transport) for ws, each in stream.catching_up.items())
         written = len(clients)
         for start in range(0, len(clients), YIELD_EVERY):
             if start:
@@ -309,9 +480,13 @@ class Hub:
         return written
 
     async def _catch_up(
-        self, ws: web.WebSocketResponse, transport: asyncio.Transport, last_id: int
+        self,
+        stream: _Stream,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        last_id: int,
     ) -> None:
-        """Bring a reconnecting client from ``last_id`` up to date, then make it live.
+        """Bring a client from ``last_id`` of ``stream`` up to date, then make it live there.
 
         The missed broadcasts come from the replay log, or from the broker's history when the
         client is older than the log, in chunks of at most the unsent-bytes limit, each written
@@ -320,7 +495,7 @@ class Hub:
         can be found nowhere is told about the gap and goes on with the live ones.
         """
         try:
-            outcome = await self._bring_up_to_date(ws, transport, last_id)
+            outcome = await self._bring_up_to_date(stream, ws, transport, last_id)
         except Exception:  # a broker failing in an unforeseen way must not strand the client
             logger.exception("could not bring a reconnecting client up to date")
             self._cut_off(ws, transport, "error")
@@ -330,24 +505,28 @@ class Hub:
         if outcome is not None and not _ended(ws, transport):
             # Up to date: live from the next broadcast on (no await since the last look at the
             # log, so no broadcast can fall between the replay and the live ones).
-            self._catching_up.pop(ws, None)
-            self._clients[ws] = transport
+            stream.catching_up.pop(ws, None)
+            stream.clients[ws] = transport
 
     async def _bring_up_to_date(
-        self, ws: web.WebSocketResponse, transport: asyncio.Transport, last_id: int
+        self,
+        stream: _Stream,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        last_id: int,
     ) -> str | None:
         """Write what the client missed; ``replayed`` or ``gap``, or None if it ended meanwhile."""
-        log = self._log
+        log = stream.log
         limit = self._max_client_buffer_bytes
         low_water = limit // 4
         waited = 0.0  # seconds spent waiting for deliveries since the last progress
-        restarts = self._log_restarts
+        restarts = stream.restarts
         cursor = last_id  # the id of the last broadcast this client has
         from_log = False  # whether the log has served this client already
         while True:
             pause = 0.001
             while transport.get_write_buffer_size() > low_water and not _ended(ws, transport):
-                if from_log and not log.covers(cursor) and restarts == self._log_restarts:
+                if from_log and not log.covers(cursor) and restarts == stream.restarts:
                     break  # overtaken while it reads: no need to wait for it any longer
                 await asyncio.sleep(pause)
                 pause = min(2 * pause, DRAIN_POLL_MAX)
@@ -355,7 +534,7 @@ class Hub:
                 return None
             budget = limit - transport.get_write_buffer_size()
             newest_id = log.newest_id
-            if restarts != self._log_restarts:
+            if restarts != stream.restarts:
                 break  # a hole in the ids: the live clients were told, tell this one too
             if log.covers(cursor):
                 frames = log.frames_after(cursor, budget)
@@ -373,9 +552,9 @@ class Hub:
                 # made them, else the client's broadcasts are nowhere to be had.
                 if not self._broker.shared or waited >= CATCH_UP_SECONDS:
                     break
-                waited += await _wait(self._delivered, CATCH_UP_SECONDS - waited)
+                waited += await _wait(stream.delivered, CATCH_UP_SECONDS - waited)
             else:  # older than the log, or nothing delivered here yet: ask the broker
-                missed = await self._broker.history(cursor, HISTORY_PAGE)
+                missed = await self._broker.history(cursor, HISTORY_PAGE, stream.channel)
                 if _ended(ws, transport):
                     return None
                 if missed is None or (missed and missed[0][0] != cursor + 1):
@@ -383,13 +562,13 @@ class Hub:
                 if not missed:  # the broker has nothing newer: wait for deliveries here
                     if waited >= CATCH_UP_SECONDS:
                         break
-                    waited += await _wait(self._delivered, CATCH_UP_SECONDS - waited)
+                    waited += await _wait(stream.delivered, CATCH_UP_SECONDS - waited)
                     continue
                 frames = _within(budget, [_text_frame(message) for _id, message in missed])
                 transport.write(b"".join(frames))
                 cursor += len(frames)
                 waited = 0.0
-        transport.write(_text_frame(gap_frame(cursor, log.oldest_id)))
+        transport.write(stream.gap_frame(cursor, log.oldest_id))
         return "gap"
 
     def _cut_off(
@@ -403,15 +582,20 @@ class Hub:
             CUT_OFF_REASONS[reason],
             transport.get_write_buffer_size(),
         )
-        task = asyncio.create_task(_close(ws, transport, WSCloseCode.TRY_AGAIN_LATER, b"too slow"))
-        self._closing_tasks.add(task)
-        task.add_done_callback(self._closing_tasks.discard)
+        self._in_background(_close(ws, transport, WSCloseCode.TRY_AGAIN_LATER, b"too slow"))
 
 
-def gap_frame(last_id: int, oldest_id: int | None) -> bytes:
+def gap_frame(last_id: int, oldest_id: int | None, channel: str | None = None) -> bytes:
     """The notice for a client that missed broadcasts after ``last_id`` that cannot be replayed."""
-    gap = {"type": "gap", "last_id": last_id, "oldest_id": oldest_id}
+    gap: dict[str, object] = {"type": "gap", "last_id": last_id, "oldest_id": oldest_id}
+    if channel is not None:
+        gap["channel"] = channel
     return json.dumps(gap, separators=(",", ":")).encode()
+
+
+def _event(**fields: object) -> bytes:
+    """A frame's payload for one of the hub's own messages, as compact JSON."""
+    return json.dumps(fields, separators=(",", ":")).encode()
 
 
 def _text_frame(payload: bytes) -> bytes:

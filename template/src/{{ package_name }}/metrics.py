@@ -22,6 +22,9 @@ class Metrics:
         self.connections = Gauge(
             "websocket_connections", "WebSocket connections open now", registry=registry
         )
+        self.channels = Gauge(
+            "channels", "Channels with a replay log in this process", registry=registry
+        )
         self.joins = Counter("websocket_joins", "WebSocket connections opened", registry=registry)
         self.leaves = Counter("websocket_leaves", "WebSocket connections ended", registry=registry)
         self.broadcasts = Counter(

@@ -1,15 +1,27 @@
 """Your service: the app's questions about each connection, answered your way.
 
 Generated once, then yours: ``copier update`` never changes this file. Every hook you do not
-write here keeps the default of :class:`~.hooks.Hooks`.
+write here keeps the default of :class:`~.hooks.Hooks` (which refuses every subscribe and
+publish). The demo: the integers for everyone, and chat rooms on the channels ``chat/...``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
+from typing import Any
+
 from aiohttp import web
 
-from .hooks import Hooks, connection_token
+from .hooks import Connection, Hooks, Refusal, connection_token
+from .hub import Hub
+from .integers import IntegerTicker
 from .tokens import verify_token
+
+#: The channels of the demo's chat rooms.
+CHAT_PREFIX = "chat/"
+#: Longest name and text of a chat message, in characters.
+MAX_NAME_LENGTH = 40
+MAX_TEXT_LENGTH = 1000
 
 
 class Service(Hooks):
@@ -31,3 +43,34 @@ class Service(Hooks):
         if subject is None:
             raise web.HTTPUnauthorized(text="a valid token is required\n")
         return subject
+
+    async def authorize_subscribe(self, connection: Connection, channel: str) -> bool:
+        """Anyone may join a chat room; no other channel is open to clients."""
+        return channel.startswith(CHAT_PREFIX)
+
+    async def authorize_publish(self, connection: Connection, channel: str, data: object) -> bool:
+        """Anyone may say ``{"name": ..., "text": ...}`` in a chat room, and nothing else."""
+        if not channel.startswith(CHAT_PREFIX):
+            return False
+        if not isinstance(data, dict) or set(data) != {"name", "text"}:
+            raise Refusal('a chat message is {"name": ..., "text": ...}')
+        name, text = data["name"], data["text"]
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LENGTH:
+            raise Refusal(f"the name must be 1-{MAX_NAME_LENGTH} characters")
+        if not isinstance(text, str) or not 0 < len(text) <= MAX_TEXT_LENGTH:
+            raise Refusal(f"the text must be 1-{MAX_TEXT_LENGTH} characters")
+        return True
+
+    def has_presence(self, channel: str) -> bool:
+        """Chat rooms show who is there."""
+        return channel.startswith(CHAT_PREFIX)
+
+    async def on_message(self, connection: Connection, message: dict[str, Any]) -> None:
+        """``{"type": "whoami"}`` gets the name this connection has in presence lists."""
+        if message["type"] != "whoami":
+            raise Refusal("unknown message type")
+        connection.send({"member": connection.member})
+
+    def producers(self, hub: Hub) -> list[Coroutine[Any, Any, None]]:
+        """The integers, one a second (``TICK_SECONDS``), while anyone is connected."""
+        return [IntegerTicker(hub, self.settings.tick_seconds).run()]

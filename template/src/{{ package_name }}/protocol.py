@@ -1,0 +1,148 @@
+"""The messages a client sends on its connection: subscribe, unsubscribe, publish, and the rest.
+
+Every frame a client sends is a JSON object with a ``type``:
+
+- ``{"type": "subscribe", "channel": C}``, with ``"last_id": N`` to first receive what was missed
+  on ``C`` after ``N``: answered with ``{"type": "subscribed", "channel": C}``, then the channel's
+  messages ``{"channel": C, "id": N, "data": D}``; on a channel with presence, also
+  ``{"type": "presence", "channel": C, "members": [...]}`` and then ``"joined"`` or ``"left"``;
+- ``{"type": "unsubscribe", "channel": C}``;
+- ``{"type": "publish", "channel": C, "data": D}``: ``D`` to every subscriber of ``C``;
+- any other ``type``: the service's ``on_message``.
+
+A refused or malformed one is answered with ``{"type": "error", "request": T, "reason": R}``
+(and ``"channel": C`` when it names one); the connection stays open. Each request is handled in
+turn, within ``HOOK_TIMEOUT`` seconds for the service's hooks, and counts against the client's
+allowance of messages and bytes like any frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from .guards import is_valid_channel, parse_json
+from .hooks import Connection, Hooks, Refusal
+from .hub import Hub, HubUnavailable, Member
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a hook of the service may take to answer one request.
+HOOK_TIMEOUT = 5.0
+
+
+class Session:
+    """One connection's requests, answered in turn.
+
+    Args:
+        hub: The process's hub, which ``ws`` has joined.
+        service: The project's hooks.
+        ws: The client's WebSocket.
+        transport: Its transport.
+        connection: The connection, as the hooks see it.
+        max_subscriptions: Channels the connection may subscribe to at once.
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        service: Hooks,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        connection: Connection,
+        *,
+        max_subscriptions: int,
+    ) -> None:
+        self._hub = hub
+        self._ws = ws
+        self._transport = transport
+        self._service = service
+        self._connection = connection
+        self._max_subscriptions = max_subscriptions
+
+    async def handle(self, text: str) -> None:
+        """Answer one text frame of the client."""
+        try:
+            message = parse_json(text)
+        except ValueError as error:
+            self._refuse(None, None, f"not JSON: {error}")
+            return
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            self._refuse(None, None, "not an object with a type")
+            return
+        kind = message["type"]
+        if kind not in ("subscribe", "unsubscribe", "publish"):
+            await self._ask(kind, None, self._service.on_message(self._connection, message))
+            return
+        channel = message.get("channel")
+        if not is_valid_channel(channel):
+            self._refuse(kind, None, "the channel must be 1-128 letters, digits or _.:@/-")
+        elif kind == "subscribe":
+            await self._subscribe(channel, message.get("last_id"))
+        elif kind == "unsubscribe":
+            self._hub.unsubscribe(self._ws, channel)
+        elif "data" not in message:
+            self._refuse(kind, channel, "a publish needs data")
+        else:
+            await self._publish(channel, message["data"])
+
+    async def _subscribe(self, channel: str, last_id: object) -> None:
+        hub, connection, ws = self._hub, self._connection, self._ws
+        if last_id is not None and (type(last_id) is not int or last_id < 0):
+            self._refuse("subscribe", channel, "last_id must be a whole number")
+        elif hub.is_subscribed(ws, channel):
+            self._refuse("subscribe", channel, "already subscribed")
+        elif hub.subscriptions(ws) >= self._max_subscriptions:
+            self._refuse("subscribe", channel, "too many subscriptions (MAX_SUBSCRIPTIONS)")
+        elif await self._ask(
+            "subscribe", channel, self._service.authorize_subscribe(connection, channel)
+        ):
+            presence = self._service.has_presence(channel)
+            member = Member(connection.member, connection.id) if presence else None
+            try:
+                await hub.subscribe(ws, self._transport, channel, last_id, member)
+            except HubUnavailable as error:
+                logger.warning("presence on %s failed: %s", channel, error)
+                self._refuse("subscribe", channel, "presence is unavailable, try again")
+
+    async def _publish(self, channel: str, data: object) -> None:
+        authorized = await self._ask(
+            "publish", channel, self._service.authorize_publish(self._connection, channel, data)
+        )
+        if not authorized:
+            return
+        try:
+            await self._hub.broadcast(data, channel)
+        except HubUnavailable as error:
+            logger.warning("publish on %s failed: %s", channel, error)
+            self._refuse("publish", channel, "unavailable, try again")
+
+    async def _ask(self, kind: str, channel: str | None, answer: Any) -> bool:
+        """Await a hook's ``answer``: True if it allows; else the client has been told why."""
+        try:
+            async with asyncio.timeout(HOOK_TIMEOUT):
+                allowed = await answer
+        except Refusal as refusal:
+            self._refuse(kind, channel, refusal.reason)
+            return False
+        except TimeoutError:
+            logger.warning("the service took longer than %.0f s to answer a %s", HOOK_TIMEOUT, kind)
+            self._refuse(kind, channel, "the service did not answer in time")
+            return False
+        except Exception:
+            logger.exception("the service failed to answer a %s", kind)
+            self._refuse(kind, channel, "the service failed")
+            return False
+        if allowed is False:
+            self._refuse(kind, channel, "forbidden")
+            return False
+        return True
+
+    def _refuse(self, kind: str | None, channel: str | None, reason: str) -> None:
+        error: dict[str, object] = {"type": "error", "request": kind, "reason": reason}
+        if channel is not None:
+            error["channel"] = channel
+        self._hub.send(self._ws, error)
