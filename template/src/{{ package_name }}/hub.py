@@ -211,28 +211,36 @@ class Hub:
         """Send ``channel``'s messages to ``ws`` too; with ``last_id``, the missed ones first.
 
         Writes ``{"type": "subscribed", "channel": ...}`` before any message of the channel.
-        With ``member`` (who the client is, on a channel with presence), the client is announced
-        to the channel's subscribers in every process and is then sent who is here.
+        With ``member`` (who the client is, on a channel with presence), the client is first
+        announced to the channel's subscribers in every process, then told who is here with
+        ``{"type": "presence", "channel": ..., "members": [...]}`` right after ``subscribed``.
 
         Raises:
-            HubUnavailable: The broker could not record the presence (the subscription stays).
+            HubUnavailable: The broker could not record the presence: the client is not
+                subscribed.
         """
         subscriptions = self._subscriptions.get(ws)
         if subscriptions is None or channel in subscriptions or _ended(ws, transport):
             return
+        presence = b""
+        if member is not None:
+            await self._broker.enter(channel, member)
+            try:
+                members = await self._broker.members(channel)
+            except HubUnavailable:
+                self._in_background(self._broker.leave(channel, member))
+                raise
+            if self._subscriptions.get(ws) is not subscriptions or _ended(ws, transport):
+                self._in_background(self._broker.leave(channel, member))  # it left meanwhile
+                return
+            presence = _text_frame(_event(type="presence", channel=channel, members=members))
         stream = self._channels.get(channel)
         if stream is None:
             stream = self._channels[channel] = _Stream(channel, self._channel_replay_size)
         self._idle_channels.pop(channel, None)
         subscriptions[channel] = member
-        transport.write(_text_frame(_event(type="subscribed", channel=channel)))
+        transport.write(_text_frame(_event(type="subscribed", channel=channel)) + presence)
         self._add(stream, ws, transport, last_id)
-        if member is None:
-            return
-        await self._broker.enter(channel, member)
-        members = await self._broker.members(channel)
-        if subscriptions is self._subscriptions.get(ws) and channel in subscriptions:
-            self._write(ws, transport, _event(type="presence", channel=channel, members=members))
 
     def unsubscribe(self, ws: web.WebSocketResponse, channel: str) -> None:
         """Stop sending ``channel``'s messages to ``ws``, announcing it leaves if it was present."""

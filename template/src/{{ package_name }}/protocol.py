@@ -106,7 +106,7 @@ class Session:
                 await hub.subscribe(ws, self._transport, channel, last_id, member)
             except HubUnavailable as error:
                 logger.warning("presence on %s failed: %s", channel, error)
-                self._refuse("subscribe", channel, "presence is unavailable, try again")
+                self._refuse("subscribe", channel, "unavailable, try again")
 
     async def _publish(self, channel: str, data: object) -> None:
         authorized = await self._ask(
