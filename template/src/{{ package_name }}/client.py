@@ -11,6 +11,15 @@ Use it as an async iterator::
         async for message in client:
             print(message.id, message.data)
 
+Channels ride on the same connection, and are subscribed to again after every reconnect, with
+the last id seen on each::
+
+    async with ReconnectingClient(url, on_event=print) as client:
+        await client.subscribe("chat/lobby")
+        async for message in client:
+            if message.channel == "chat/lobby":
+                await client.publish("chat/lobby", {"name": "bot", "text": "heard you"})
+
 or from a shell: ``python -m <package>.client URL`` prints every message, one JSON per line.
 """
 
@@ -39,10 +48,14 @@ MAX_ATTEMPT = 30
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One broadcast: its id, increasing by one per broadcast, and its data."""
+    """One broadcast: its id, increasing by one per broadcast of its stream, and its data.
+
+    ``channel`` is None for the default stream (every connection gets it), else the channel.
+    """
 
     id: int
     data: Any
+    channel: str | None = None
 
 
 def close_policy(code: int | None) -> str:
@@ -113,6 +126,9 @@ class ReconnectingClient:
             that was missed; the data in between is lost.
         protocols: WebSocket subprotocols to offer, or a function that returns them, called at
             every connection: ``lambda: ["bearer", fresh_token()]`` sends a new token each time.
+        on_event: Called with every other frame of the protocol, as a dict: ``subscribed``,
+            ``presence``, ``error`` (a refused request) and ``message`` (sent to this client
+            alone). Presence is also kept in :attr:`presence`.
     """
 
     def __init__(
@@ -124,6 +140,7 @@ class ReconnectingClient:
         silence_timeout: float = 60.0,
         on_gap: Callable[[int, int | None], None] | None = None,
         protocols: Sequence[str] | Callable[[], Sequence[str]] = (),
+        on_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self._url = URL(url)
         self._backoff = backoff or Backoff()
@@ -131,7 +148,13 @@ class ReconnectingClient:
         self._silence_timeout = silence_timeout
         self._on_gap = on_gap
         self._protocols = protocols
+        self._on_event = on_event
         self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        #: The channels subscribed to: channel -> id of the last message seen on it, or None.
+        self.channels: dict[str, int | None] = {}
+        #: Who is on each channel with presence: channel -> member names.
+        self.presence: dict[str, set[str]] = {}
         #: Id of the last broadcast received, sent to the server on reconnect.
         self.last_id: int | None = None
         #: Number of times the client connected again after its first connection.
@@ -149,6 +172,30 @@ class ReconnectingClient:
     ) -> None:
         if self._session is not None:
             await self._session.close()
+
+    async def send(self, message: object) -> bool:
+        """Send ``message`` (JSON-serialisable) if connected; False, and nothing queued, if not."""
+        ws = self._ws
+        if ws is None or ws.closed:
+            return False
+        await ws.send_str(json.dumps(message))
+        return True
+
+    async def subscribe(self, channel: str, last_id: int | None = None) -> None:
+        """Receive ``channel``'s messages from now on (after ``last_id``), across reconnects."""
+        if channel not in self.channels:
+            self.channels[channel] = last_id
+            await self._send_subscribe(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        """Stop receiving ``channel``'s messages."""
+        if self.channels.pop(channel, False) is not False:
+            self.presence.pop(channel, None)
+            await self.send({"type": "unsubscribe", "channel": channel})
+
+    async def publish(self, channel: str, data: object) -> bool:
+        """Publish ``data`` to ``channel``'s subscribers if the service allows it; see send."""
+        return await self.send({"type": "publish", "channel": channel, "data": data})
 
     def __aiter__(self) -> AsyncIterator[Message]:
         return self.messages()
@@ -181,12 +228,17 @@ class ReconnectingClient:
                     connected_before = True
                     opened = loop.time()
                     logger.info("connected to %s", url)
+                    self._ws = ws
+                    for channel in list(self.channels):
+                        await self._send_subscribe(channel)
                     async for message in self._receive(ws):
                         yield message
+                    self._ws = None
                     close_code = ws.close_code
                     if loop.time() - opened >= self._stable_after:
                         attempt = 0
             except (aiohttp.ClientError, OSError, TimeoutError) as error:
+                self._ws = None
                 if isinstance(error, aiohttp.WSServerHandshakeError) and _final(error.status):
                     raise HandshakeRefused(error.status, str(self._url)) from None
                 logger.warning("connection to %s failed: %s", self._url, error or type(error))
@@ -221,13 +273,40 @@ class ReconnectingClient:
             except (ValueError, AttributeError):
                 logger.warning("skipped a frame that is not a JSON object: %.80r", frame.data)
                 continue
+            channel = payload.get("channel")
             if kind == "gap":
                 logger.warning("missed broadcasts after %s could not be replayed", self.last_id)
                 if self._on_gap is not None:
                     self._on_gap(payload["last_id"], payload["oldest_id"])
-            elif kind is None:
+            elif kind is None and channel is None:
                 self.last_id = payload["id"]
                 yield Message(payload["id"], payload["data"])
+            elif kind is None:
+                if channel in self.channels:  # else unsubscribed meanwhile
+                    self.channels[channel] = payload["id"]
+                    yield Message(payload["id"], payload["data"], channel)
+            elif kind != "heartbeat":
+                self._take_event(payload)
+
+    def _take_event(self, event: dict[str, Any]) -> None:
+        """Keep what a protocol frame says (presence, refused subscribes), then pass it on."""
+        channel = event.get("channel")
+        if event["type"] == "presence" and channel in self.channels:
+            members = set(event.get("members", self.presence.get(channel, ())))
+            members |= {event["joined"]} if "joined" in event else set()
+            members -= {event["left"]} if "left" in event else set()
+            self.presence[channel] = members
+        elif event["type"] == "error" and event.get("request") == "subscribe" and channel:
+            self.channels.pop(channel, None)  # refused: not subscribed again after a reconnect
+        if self._on_event is not None:
+            self._on_event(event)
+
+    async def _send_subscribe(self, channel: str) -> None:
+        request: dict[str, object] = {"type": "subscribe", "channel": channel}
+        last_id = self.channels[channel]
+        if last_id is not None:
+            request["last_id"] = last_id
+        await self.send(request)
 
 
 def _final(status: int) -> bool:

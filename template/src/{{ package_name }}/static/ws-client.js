@@ -14,7 +14,9 @@
 //     `watchdogTimeout` ms -> abandon the socket and reconnect;
 //   - remembers the last broadcast `id` and reconnects with `?last_id=<id>`, so the server replays
 //     what was missed (or sends a `gap` frame when it cannot);
-//   - hides the server's heartbeat frames from message listeners.
+//   - hides the server's heartbeat frames from message listeners;
+//   - keeps the channels it subscribed to, with the last id seen on each, and subscribes to them
+//     again after every reconnect with that `last_id`, so each channel is recovered too.
 //
 // Usage:
 //
@@ -24,6 +26,15 @@
 //   client.on("message", ({ id, data }) => console.log(id, data));
 //   client.on("gap", ({ lastId, oldestId }) => console.warn("missed messages", lastId, oldestId));
 //   client.on("error", ({ fatal, message }) => console.error(message));
+//
+//   // Channels, on the same connection (what a channel allows is up to the server's service.py):
+//   client.subscribe("chat/lobby");
+//   client.on("channel", ({ channel, id, data }) => console.log(channel, id, data));
+//   client.on("presence", ({ channel, members }) => console.log(channel, [...members]));
+//   client.on("refused", ({ request, channel, reason }) => console.warn(request, channel, reason));
+//   client.publish("chat/lobby", { name: "Ann", text: "hello" });
+//   client.send({ type: "whoami" }); // anything else goes to the service's on_message
+//   client.on("reply", ({ data }) => console.log(data)); // what the service sends this client
 //   // later: client.close();
 //
 // CLOSE POLICY (code of the close frame the server sent, or 1006 when the connection just died):
@@ -160,6 +171,13 @@ function buildUrl(url, lastId, baseHref) {
  * - "message" ({@link BroadcastMessage}): a broadcast `{id, data}` arrived (heartbeats are never delivered).
  * - "gap"     ({@link GapNotice}):     the server could not replay everything missed while away.
  * - "error"   ({@link ClientError}):   something went wrong; when `fatal` the client has stopped.
+ * - "subscribed" ({channel}):          the server took a subscribe (again after each reconnect).
+ * - "channel"  ({channel, id, data}):  a message of a subscribed channel.
+ * - "presence" ({channel, members, joined?, left?}): who is on a channel with presence; `members`
+ *                                       is the whole set after the change.
+ * - "refused"  ({request, channel, reason}): the server refused a request (the connection stays).
+ * - "reply"    ({data}):               a message the server sent to this client alone.
+ * A "gap" on a channel carries its `channel`.
  *
  * The client starts connecting as soon as it is constructed (like a native WebSocket); read
  * `state` for the current state. Listeners run synchronously; an exception in one is reported and
@@ -184,6 +202,10 @@ export class ReconnectingWebSocket {
     this.lastId = options.lastId ?? null;
     /** Code of the last close (or 1006 for a dead connection), or null. */
     this.lastCloseCode = null;
+    /** The channels subscribed to: channel -> id of the last message seen on it, or null. */
+    this.channels = new Map();
+    /** Who is on each channel with presence: channel -> Set of member names. */
+    this.presence = new Map();
 
     const g = globalThis;
     const st = o.setTimeout ?? g.setTimeout;
@@ -248,6 +270,42 @@ export class ReconnectingWebSocket {
     if (this.state === "closed") return;
     this._teardown(code, reason);
     this._setState("closed", { code, reason });
+  }
+
+  /**
+   * Send `message` (any JSON value; an object with a `type` of your service's) if connected.
+   * @returns {boolean} false when not connected: nothing is queued across reconnects
+   */
+  send(message) {
+    if (this.state !== "open" || !this._ws) return false;
+    this._ws.send(JSON.stringify(message));
+    return true;
+  }
+
+  /**
+   * Receive `channel`'s messages, from now on and after every reconnect, where they left off.
+   * @param {string} channel  1-128 letters, digits and _.:@/-
+   * @param {{lastId?: number|null}} [options]  resume after this id of the channel
+   */
+  subscribe(channel, options = {}) {
+    if (this.channels.has(channel)) return;
+    this.channels.set(channel, options.lastId ?? null);
+    this._sendSubscribe(channel);
+  }
+
+  /** Stop receiving `channel`'s messages. */
+  unsubscribe(channel) {
+    if (!this.channels.delete(channel)) return;
+    this.presence.delete(channel);
+    this.send({ type: "unsubscribe", channel });
+  }
+
+  /**
+   * Publish `data` to every subscriber of `channel`, if the service allows it.
+   * @returns {boolean} false when not connected
+   */
+  publish(channel, data) {
+    return this.send({ type: "publish", channel, data });
   }
 
   /** Connect now if the client is waiting to retry; no-op otherwise. */
@@ -332,6 +390,33 @@ export class ReconnectingWebSocket {
     this._lastFrameAt = this._openedAt;
     this._armWatchdog(this.options.watchdogTimeout);
     this._setState("open");
+    for (const channel of this.channels.keys()) this._sendSubscribe(channel);
+  }
+
+  _sendSubscribe(channel) {
+    const lastId = this.channels.get(channel);
+    this.send(lastId === null ? { type: "subscribe", channel } : { type: "subscribe", channel, last_id: lastId });
+  }
+
+  _handleChannelFrame(frame) {
+    const channel = frame.channel;
+    if (!this.channels.has(channel)) return; // unsubscribed meanwhile
+    if (frame.type === "subscribed") {
+      this._emit("subscribed", { channel });
+    } else if (frame.type === "presence") {
+      let members = this.presence.get(channel);
+      if (Array.isArray(frame.members)) members = new Set(frame.members);
+      members ??= new Set();
+      if (typeof frame.joined === "string") members.add(frame.joined);
+      if (typeof frame.left === "string") members.delete(frame.left);
+      this.presence.set(channel, members);
+      this._emit("presence", { channel, members, joined: frame.joined, left: frame.left });
+    } else if (frame.type === "gap") {
+      this._emit("gap", { channel, lastId: frame.last_id ?? null, oldestId: frame.oldest_id ?? null });
+    } else if ("id" in frame) {
+      this.channels.set(channel, frame.id);
+      this._emit("channel", { channel, id: frame.id, data: frame.data });
+    }
   }
 
   _handleFrame(ws, event) {
@@ -346,6 +431,21 @@ export class ReconnectingWebSocket {
     }
     if (frame === null || typeof frame !== "object") return;
     if (frame.type === "heartbeat") return;
+    if (frame.type === "error") {
+      const channel = frame.channel ?? null;
+      // A refused subscribe is forgotten: it is not sent again after a reconnect.
+      if (frame.request === "subscribe" && channel !== null) this.channels.delete(channel);
+      this._emit("refused", { request: frame.request ?? null, channel, reason: frame.reason });
+      return;
+    }
+    if (typeof frame.channel === "string") {
+      this._handleChannelFrame(frame);
+      return;
+    }
+    if (frame.type === "message") {
+      this._emit("reply", { data: frame.data });
+      return;
+    }
     if (frame.type === "gap") {
       this._emit("gap", { lastId: frame.last_id ?? null, oldestId: frame.oldest_id ?? null });
       return;
