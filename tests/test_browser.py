@@ -139,3 +139,51 @@ def test_page_reconnects_after_the_server_restarts(project: Path, page_factory: 
     finally:
         app.kill()
         app.wait()
+
+
+def test_two_pages_chat_across_a_server_restart(project: Path, page_factory: object) -> None:
+    port = free_port()
+    app = start_app(project, port)
+    pages = [page_factory() for _ in range(2)]  # type: ignore[operator]
+    errors: list[str] = []
+    open_state = "document.querySelector('#state').dataset.state === 'open'"
+
+    def say(page: object, name: str, text: str) -> None:
+        page.fill("#name", name)  # type: ignore[attr-defined]
+        page.fill("#text", text)  # type: ignore[attr-defined]
+        page.click("#say button")  # type: ignore[attr-defined]
+
+    def hears(page: object, text: str) -> None:
+        page.wait_for_function(  # type: ignore[attr-defined]
+            f"document.querySelector('#chat').textContent.includes({text!r})", timeout=10_000
+        )
+
+    try:
+        for page in pages:
+            page.on("pageerror", lambda error: errors.append(str(error)))  # type: ignore[attr-defined]
+            page.goto(f"http://127.0.0.1:{port}/#room-1")  # type: ignore[attr-defined]
+            page.wait_for_function(open_state)  # type: ignore[attr-defined]
+        ann, bob = pages
+        ann.wait_for_function("document.querySelector('#members').textContent === '2'")  # type: ignore[attr-defined]
+        assert ann.text_content("#room") == "chat/room-1"  # type: ignore[attr-defined]
+        say(ann, "Ann", "hello from Ann")
+        hears(bob, "hello from Ann")
+        hears(ann, "hello from Ann")  # a publisher hears its own message too
+
+        app.send_signal(signal.SIGKILL)  # the container dies without a word
+        app.wait()
+        app = start_app(project, port)
+        for page in pages:  # no waiting for the backoff: reconnect now
+            page.wait_for_function(  # type: ignore[attr-defined]
+                "window.wsClient.state === 'open' || (window.wsClient.reconnectNow(), false)",
+                polling=200,
+                timeout=15_000,
+            )
+        assert bob.text_content("#reconnects").strip() == "1"  # type: ignore[attr-defined]
+        bob.wait_for_function("document.querySelector('#members').textContent === '2'")  # type: ignore[attr-defined]
+        say(bob, "Bob", "Bob is back")
+        hears(ann, "Bob is back")
+        assert errors == []
+    finally:
+        app.kill()
+        app.wait()

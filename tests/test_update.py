@@ -361,28 +361,36 @@ def test_cache_import_is_idempotent_and_versions_changed_content(
 
 
 SERVICE = "src/demo_app/service.py"
+PAGE = "src/demo_app/static/index.html"
 TEMPLATE_PACKAGE = Path("template") / "src" / "{{ package_name }}"
 
 
-def test_service_py_is_yours_across_updates(
+def test_service_py_and_the_page_are_yours_across_updates(
     tmp_path: Path, project: Path, install: Install
 ) -> None:
-    service = project / SERVICE
+    service, page = project / SERVICE, project / PAGE
     mine = service.read_text().replace("return None\n", "return 'every visitor'\n", 1)
+    my_page = page.read_text().replace("<title>Integers, live</title>", "<title>Mine</title>")
     assert mine != service.read_text()
+    assert my_page != page.read_text()
     service.write_text(mine)
-    commit_all(project, "My service")
+    page.write_text(my_page)
+    commit_all(project, "My service and my page")
     later = release(tmp_path / "r020", next_release=True)
     package = later / TEMPLATE_PACKAGE
-    for name in ("app.py.jinja", "hub.py", "service.py"):  # the template changes all three
+    # The template changes its own modules, and the user-owned files too.
+    for name in ("app.py.jinja", "hub.py", "service.py"):
         with (package / name).open("a") as fh:
             fh.write("# changed by the next release\n")
+    with (package / "static" / "index.html").open("a") as fh:
+        fh.write("<!-- changed by the next release -->\n")
     install(later, "0.2.0")
 
     result = run("update", str(project))
 
     assert result.exit_code == 0, result.output
     assert service.read_text() == mine
+    assert page.read_text() == my_page
     for name in ("app.py", "hub.py"):
         assert (
             (project / "src" / "demo_app" / name)
