@@ -81,6 +81,9 @@ class Broker(Protocol):
             newest), or None when the broker cannot tell what followed ``last_id``.
         """
 
+    async def newest_id(self, channel: str) -> int | None:
+        """The id of ``channel``'s newest message, None if none is known (or it cannot be had)."""
+
     async def enter(self, channel: str, member: Member) -> None:
         """Count ``member`` present on ``channel``; announce it if it was not there yet.
 
@@ -178,6 +181,10 @@ class LocalBroker:
     async def history(self, last_id: int, count: int, channel: str | None = None) -> None:
         """Keeps none: the hub's own replay logs are all there is."""
         return None
+
+    async def newest_id(self, channel: str) -> int | None:
+        """The id of ``channel``'s newest message, if this broker still remembers the channel."""
+        return self._last_ids.get(channel)
 
     async def enter(self, channel: str, member: Member) -> None:
         """Count ``member`` present; announce its name to the hub if it is new on ``channel``."""

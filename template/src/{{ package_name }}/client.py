@@ -282,7 +282,10 @@ class ReconnectingClient:
                 self.last_id = payload["id"]
                 yield Message(payload["id"], payload["data"])
             elif kind is None:
-                if channel in self.channels:  # else unsubscribed meanwhile
+                if channel not in self.channels:
+                    continue  # unsubscribed meanwhile
+                seen = self.channels[channel]
+                if seen is None or payload["id"] > seen:
                     self.channels[channel] = payload["id"]
                     yield Message(payload["id"], payload["data"], channel)
             elif kind != "heartbeat":
@@ -291,7 +294,11 @@ class ReconnectingClient:
     def _take_event(self, event: dict[str, Any]) -> None:
         """Keep what a protocol frame says (presence, refused subscribes), then pass it on."""
         channel = event.get("channel")
-        if event["type"] == "presence" and channel in self.channels:
+        if event["type"] == "subscribed" and channel in self.channels:
+            # Where the channel stood: recovery after a drop starts there, even before a message.
+            if self.channels[channel] is None and isinstance(event.get("last_id"), int):
+                self.channels[channel] = event["last_id"]
+        elif event["type"] == "presence" and channel in self.channels:
             members = set(event.get("members", self.presence.get(channel, ())))
             members |= {event["joined"]} if "joined" in event else set()
             members -= {event["left"]} if "left" in event else set()

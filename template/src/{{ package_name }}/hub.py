@@ -210,7 +210,9 @@ class Hub:
     ) -> None:
         """Send ``channel``'s messages to ``ws`` too; with ``last_id``, the missed ones first.
 
-        Writes ``{"type": "subscribed", "channel": ...}`` before any message of the channel.
+        Writes ``{"type": "subscribed", "channel": ..., "last_id": ...}`` before any message of
+        the channel: ``last_id`` is the id of its newest message so far (None if it has none),
+        from which a client that resubscribes later recovers what it missed.
         With ``member`` (who the client is, on a channel with presence), the client is first
         announced to the channel's subscribers in every process, then told who is here with
         ``{"type": "presence", "channel": ..., "members": [...]}`` right after ``subscribed``.
@@ -223,6 +225,10 @@ class Hub:
         if subscriptions is None or channel in subscriptions or _ended(ws, transport):
             return
         presence = b""
+        stream = self._channels.get(channel)
+        newest_id = stream.log.newest_id if stream is not None else None
+        if last_id is None and newest_id is None:
+            newest_id = await self._broker.newest_id(channel)
         if member is not None:
             await self._broker.enter(channel, member)
             try:
@@ -230,16 +236,20 @@ class Hub:
             except HubUnavailable:
                 self._in_background(self._broker.leave(channel, member))
                 raise
-            if self._subscriptions.get(ws) is not subscriptions or _ended(ws, transport):
-                self._in_background(self._broker.leave(channel, member))  # it left meanwhile
-                return
             presence = _text_frame(_event(type="presence", channel=channel, members=members))
+        if self._subscriptions.get(ws) is not subscriptions or _ended(ws, transport):
+            if member is not None:
+                self._in_background(self._broker.leave(channel, member))  # it left meanwhile
+            return
         stream = self._channels.get(channel)
         if stream is None:
             stream = self._channels[channel] = _Stream(channel, self._channel_replay_size)
         self._idle_channels.pop(channel, None)
         subscriptions[channel] = member
-        transport.write(_text_frame(_event(type="subscribed", channel=channel)) + presence)
+        if last_id is None and stream.log.newest_id is not None:
+            newest_id = stream.log.newest_id
+        subscribed = _event(type="subscribed", channel=channel, last_id=newest_id)
+        transport.write(_text_frame(subscribed) + presence)
         self._add(stream, ws, transport, last_id)
 
     def unsubscribe(self, ws: web.WebSocketResponse, channel: str) -> None:

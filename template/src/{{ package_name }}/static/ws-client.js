@@ -402,6 +402,10 @@ export class ReconnectingWebSocket {
     const channel = frame.channel;
     if (!this.channels.has(channel)) return; // unsubscribed meanwhile
     if (frame.type === "subscribed") {
+      // Where the channel stood: recovery after a drop starts there, even before any message.
+      if (this.channels.get(channel) === null && Number.isInteger(frame.last_id)) {
+        this.channels.set(channel, frame.last_id);
+      }
       this._emit("subscribed", { channel });
     } else if (frame.type === "presence") {
       let members = this.presence.get(channel);
@@ -414,6 +418,8 @@ export class ReconnectingWebSocket {
     } else if (frame.type === "gap") {
       this._emit("gap", { channel, lastId: frame.last_id ?? null, oldestId: frame.oldest_id ?? null });
     } else if ("id" in frame) {
+      const lastId = this.channels.get(channel);
+      if (lastId !== null && frame.id <= lastId) return; // seen already
       this.channels.set(channel, frame.id);
       this._emit("channel", { channel, id: frame.id, data: frame.data });
     }
