@@ -28,6 +28,7 @@ const cfg = {
   phaseTimeoutS: 90,
   idleTimeoutS: 8, // a phase ends early when nothing arrived for this long
   path: '/_ws/bench',
+  channels: 0, // >0: client i subscribes to chat/bench-<i % channels>, broadcasts go round-robin
   ...JSON.parse(process.argv[2] || '{}'),
 };
 
@@ -159,6 +160,16 @@ class Client {
     if (phase.count < phase.latencies.length) phase.latencies[phase.count++] = t - sent;
   }
 
+  /** Send one text frame (masked with a zero mask, which leaves the payload as it is). */
+  sendText(text) {
+    const payload = Buffer.from(text);
+    const head =
+      payload.length < 126
+        ? Buffer.from([0x81, 0x80 | payload.length])
+        : Buffer.from([0x81, 0x80 | 126, payload.length >> 8, payload.length & 0xff]);
+    this.socket.write(Buffer.concat([head, Buffer.alloc(4), payload]));
+  }
+
   pong(payload) {
     if (payload.length > 125) return;
     // Client frames are masked; a zero mask leaves the payload as it is.
@@ -210,7 +221,8 @@ async function runPhase(name, count, intervalMs, expected) {
     }, 250);
     const before = serverStats();
     const t0 = nowUs();
-    const trigger = await httpGet(`/_bench/start?count=${count}&interval_ms=${intervalMs}`);
+    const channels = cfg.channels ? `&channels=${cfg.channels}` : '';
+    const trigger = await httpGet(`/_bench/start?count=${count}&interval_ms=${intervalMs}${channels}`);
     const deadline = performance.now() + cfg.phaseTimeoutS * 1000;
     let seen = -1;
     let lastChange = performance.now();
@@ -285,19 +297,25 @@ async function main() {
   res.connectErrors = errors;
   res.connectSeconds = (performance.now() - t0) / 1000;
   res.connectPerSec = ok / res.connectSeconds;
+  if (cfg.channels > 0) {
+    clients.forEach((c, i) => {
+      if (c.open) c.sendText(JSON.stringify({ type: 'subscribe', channel: `chat/bench-${i % cfg.channels}` }));
+    });
+  }
   await sleep(1500);
   res.rss1Kb = serverStats().rssKb;
   res.rssPerConnKb = ok ? (res.rss1Kb - res.rss0Kb) / ok : null;
   res.phases = [];
   const live = clients.filter((c) => c.open).length;
+  const reach = cfg.channels > 0 ? live / cfg.channels : live; // clients per broadcast
   if (cfg.burst > 0 && live > 0) {
-    res.phases.push(await runPhase('burst', cfg.burst, 0, cfg.burst * live));
+    res.phases.push(await runPhase('burst', cfg.burst, 0, Math.round(cfg.burst * reach)));
   }
   if (cfg.pacedRate > 0 && live > 0) {
-    const intervalMs = Math.max(1, (live / cfg.pacedRate) * 1000);
+    const intervalMs = Math.max(1, (reach / cfg.pacedRate) * 1000);
     const count = Math.max(5, Math.round((cfg.pacedSecs * 1000) / intervalMs));
     await sleep(500);
-    res.phases.push(await runPhase('paced', count, intervalMs, count * live));
+    res.phases.push(await runPhase('paced', count, intervalMs, Math.round(count * reach)));
   }
   if (cfg.holdSecs > 0) await sleep(cfg.holdSecs * 1000);
   res.closesFromServer = closesFromServer;

@@ -321,6 +321,20 @@ class Bench:
             results[server.name].append(self.once(server, config))
         return results
 
+    def channels(self, n: int, layouts: tuple[int, ...]) -> dict[str, list[Result]]:
+        """The app alone, N clients: the default stream (0), then N clients over K channels."""
+        app = self.servers[0]
+        results: dict[str, list[Result]] = {str(k): [] for k in layouts}
+        for rep in range(self.repetitions):
+            for k in layouts:
+                reach = n // k if k else n  # clients per broadcast
+                burst = max(20, BURST_DELIVERIES // reach)
+                burst -= burst % k if k else 0  # every channel gets as many broadcasts
+                config = {"n": n, "burst": burst, "pacedRate": PACED_RATE, "channels": k}
+                log(f"channels: N={n} over {k or 'no'} channels, rep {rep + 1}")
+                results[str(k)].append(self.once(app, config))
+        return results
+
     def slow_client(self, n: int, burst: int, limit: int) -> dict[str, dict[str, list[Result]]]:
         """A burst with and without one client that never reads, per server."""
         config = {"n": n, "burst": burst, "pacedRate": 0}
@@ -453,6 +467,39 @@ def fan_out_table(n: int, results: dict[str, list[Result]], app: str, base: str 
             better = f" {fmt(earlier):>10} {fmt(ratio(a, earlier)):>14}{better}"
         print(f"  {m.label:26} {fmt(a):>10} {fmt(b):>10} {fmt(r):>7}{better}")
     return medians
+
+
+def channels_summary(n: int, results: dict[str, list[Result]]) -> Result:
+    """Medians of the channel layouts, printed, with the ratio to the default stream."""
+    burst_rate = _field("burst", "deliveriesPerSec")
+    figures = {
+        "deliveries/s": burst_rate,
+        "broadcasts/s": _broadcasts_per_second,
+        "p99 ms (paced)": _field("paced", "latP99ms"),
+        "CPU us/delivery": _field("burst", "serverCpuUsPerDelivery"),
+    }
+    summary: Result = {}
+    print(f"\nChannels: {n} clients (medians of {len(next(iter(results.values())))})")
+    print(f"  {'layout':34} " + " ".join(f"{label:>16}" for label in figures) + "  vs default")
+    base = median([burst_rate(r) for r in results["0"]]) if "0" in results else None
+    for k, runs in results.items():
+        layout = "default stream" if k == "0" else f"{k} channels of {n // int(k)}"
+        medians = {label: median([read(r) for r in runs]) for label, read in figures.items()}
+        medians["vs default"] = ratio(medians["deliveries/s"], base)
+        complete = all(_field("burst", "complete")(r) for r in runs)
+        summary[layout] = {**medians, "complete": complete}
+        cells = " ".join(f"{fmt(medians[label]):>16}" for label in figures)
+        flag = "" if complete else "  INCOMPLETE"
+        print(f"  {layout:34} {cells}  {fmt(medians['vs default']):>10}{flag}")
+    return summary
+
+
+def _broadcasts_per_second(result: Result) -> float | None:
+    """Broadcasts the burst made per second: deliveries/s over clients per broadcast."""
+    rate = _field("burst", "deliveriesPerSec")(result)
+    channels = result.get("cfg", {}).get("channels", 0)
+    reach = result.get("connected", 0) / channels if channels else result.get("connected", 0)
+    return rate / reach if rate and reach else None
 
 
 def slow_summary(results: dict[str, dict[str, list[Result]]]) -> Result:
@@ -754,6 +801,12 @@ def parse_args() -> argparse.Namespace:
         "--slow-n", type=int, default=100, help="clients in the slow-client run (0: skip)"
     )
     parser.add_argument(
+        "--channels",
+        type=int,
+        default=5000,
+        help="clients of the channel runs: 1000 channels of N/1000, 1 of N (0: skip)",
+    )
+    parser.add_argument(
         "--slow-burst", type=int, default=10_000, help="broadcasts in the slow-client run"
     )
     parser.add_argument(
@@ -823,6 +876,10 @@ def main() -> None:
         for n in args.ns:
             raw[f"fan_out_{n}"] = results = bench.fan_out(n)
             report["fan_out"][str(n)] = fan_out_table(n, results, app.name, base)
+        if args.channels:
+            layouts = (0, 1000, 1)
+            raw["channels"] = results = bench.channels(args.channels, layouts)
+            report["channels"] = channels_summary(args.channels, results)
         if args.slow_n:
             raw["slow"] = bench.slow_client(args.slow_n, args.slow_burst, args.slow_limit)
             report["slow_limit"] = args.slow_limit

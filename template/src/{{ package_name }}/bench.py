@@ -3,7 +3,8 @@
 ``GET /_bench/start?count=M&interval_ms=I`` answers at once and then makes M broadcasts of
 ``{"n": k, "t": <microseconds since the epoch>}`` through the same hub and fan-out code as real
 messages: back to back when I is 0 (yielding to the event loop in between), else on a drift-free
-schedule of one every I milliseconds.
+schedule of one every I milliseconds. With ``&channels=K`` they go to the channels
+``chat/bench-0`` to ``chat/bench-<K-1>`` in turn instead of the default stream.
 """
 
 from __future__ import annotations
@@ -20,26 +21,30 @@ _RUNS_KEY = web.AppKey("bench_runs", set[asyncio.Task[None]])
 
 
 async def start(request: web.Request) -> web.Response:
-    """Start a benchmark run; ``count`` (1-1,000,000) and ``interval_ms`` (0-60,000)."""
+    """Start a benchmark run: ``count`` (1-1,000,000), ``interval_ms`` (0-60,000), ``channels``."""
     try:
         count = int(request.query.get("count", "1"))
         interval_ms = float(request.query.get("interval_ms", "0"))
+        channels = int(request.query.get("channels", "0"))
     except ValueError:
-        raise web.HTTPBadRequest(text="count and interval_ms must be numbers") from None
-    if not (1 <= count <= 1_000_000 and 0 <= interval_ms <= 60_000):
-        raise web.HTTPBadRequest(text="count must be 1-1000000, interval_ms 0-60000")
+        raise web.HTTPBadRequest(text="count, interval_ms and channels must be numbers") from None
+    if not (1 <= count <= 1_000_000 and 0 <= interval_ms <= 60_000 and 0 <= channels <= 100_000):
+        raise web.HTTPBadRequest(
+            text="count must be 1-1000000, interval_ms 0-60000, channels 0-100000"
+        )
     runs = request.app[_RUNS_KEY]
-    task = asyncio.create_task(_run(request.app[HUB_KEY], count, interval_ms / 1000))
+    task = asyncio.create_task(_run(request.app[HUB_KEY], count, interval_ms / 1000, channels))
     runs.add(task)
     task.add_done_callback(runs.discard)
     return web.Response(text="started", headers={"Cache-Control": "no-store"})
 
 
-async def _run(hub: Hub, count: int, interval: float) -> None:
+async def _run(hub: Hub, count: int, interval: float, channels: int) -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     for n in range(1, count + 1):
-        await hub.broadcast({"n": n, "t": time.time_ns() // 1000})
+        channel = f"chat/bench-{n % channels}" if channels else None
+        await hub.broadcast({"n": n, "t": time.time_ns() // 1000}, channel)
         if interval:
             await asyncio.sleep(max(0.0, started + n * interval - loop.time()))
         else:
