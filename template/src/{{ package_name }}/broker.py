@@ -14,10 +14,13 @@ that one process at a time holds, and counts with a counter that only the holder
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from typing import ClassVar, NamedTuple, Protocol
 
+#: Names a presence list holds at most: a subscriber of a larger channel is sent these only.
+MAX_PRESENCE_LIST = 1000
 #: Channels whose last id the in-process broker remembers at most (the least recently used go).
 MAX_LOCAL_CHANNELS = 10_000
 
@@ -42,8 +45,8 @@ class Receiver(Protocol):
         Called in id order, once per broadcast.
         """
 
-    async def deliver_presence(self, channel: str, event: dict[str, object]) -> None:
-        """Take a presence change of ``channel``: ``{"joined": name}`` or ``{"left": name}``."""
+    async def deliver_presence(self, channel: str, name: str, present: bool) -> None:
+        """Take a presence change of ``channel``: ``name`` came (``present``) or left."""
 
     def remember(self, messages: list[tuple[int, bytes]]) -> None:
         """Keep broadcasts made before the broker started, oldest first, to replay, not to send."""
@@ -95,7 +98,7 @@ class Broker(Protocol):
         """Count ``member`` gone from ``channel``; announce it if it has no connection left."""
 
     async def members(self, channel: str) -> list[str]:
-        """The names present on ``channel``, each once.
+        """The names present on ``channel``, each once, at most ``MAX_PRESENCE_LIST`` of them.
 
         Raises:
             HubUnavailable: The presence could not be read.
@@ -192,7 +195,7 @@ class LocalBroker:
         connections = names.setdefault(member.name, set())
         connections.add(member.connection)
         if len(connections) == 1 and self._receiver is not None:
-            await self._receiver.deliver_presence(channel, {"joined": member.name})
+            await self._receiver.deliver_presence(channel, member.name, True)
 
     async def leave(self, channel: str, member: Member) -> None:
         """Count ``member`` gone; announce it to the hub when its name has no connection left."""
@@ -207,11 +210,11 @@ class LocalBroker:
         if not names:
             self._present.pop(channel, None)
         if self._receiver is not None:
-            await self._receiver.deliver_presence(channel, {"left": member.name})
+            await self._receiver.deliver_presence(channel, member.name, False)
 
     async def members(self, channel: str) -> list[str]:
-        """The names present on ``channel`` in this process."""
-        return sorted(self._present.get(channel, ()))
+        """The names present on ``channel`` in this process, the earliest first."""
+        return list(itertools.islice(self._present.get(channel, ()), MAX_PRESENCE_LIST))
 
     async def acquire_lease(self, name: str) -> bool:
         """One process: always the producer."""

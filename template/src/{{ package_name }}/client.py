@@ -300,9 +300,9 @@ class ReconnectingClient:
                 self.channels[channel] = event["last_id"]
         elif event["type"] == "presence" and channel in self.channels:
             members = set(event.get("members", self.presence.get(channel, ())))
-            members |= {event["joined"]} if "joined" in event else set()
-            members -= {event["left"]} if "left" in event else set()
-            self.presence[channel] = members
+            self.presence[channel] = (members | set(event.get("joined", ()))) - set(
+                event.get("left", ())
+            )
         elif event["type"] == "error" and event.get("request") == "subscribe" and channel:
             self.channels.pop(channel, None)  # refused: not subscribed again after a reconnect
         if self._on_event is not None:

@@ -67,6 +67,10 @@ DRAIN_STEP = 0.1
 IDLE_CHANNEL_SECONDS = 60.0
 MAX_IDLE_CHANNELS = 1000
 
+#: Seconds over which the presence changes of a channel are gathered into one frame, so that a
+#: wave of N subscribers costs N frames per subscriber of the channel at most once per period.
+PRESENCE_PERIOD = 0.5
+
 #: Longest pause, in seconds, between two looks at a catching-up client's unsent data.
 DRAIN_POLL_MAX = 0.1
 
@@ -142,6 +146,7 @@ class Hub:
         # only writes to transports and yields: it never waits for a client.
         self._fan_out_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
+        self._presence_changes: dict[str, dict[str, bool]] = {}  # channel -> name -> present
         #: Set while at least one client is connected.
         self.occupied = asyncio.Event()
         #: Whether the process is shutting down: no new client is taken.
@@ -408,16 +413,36 @@ class Hub:
         stream.delivered.set()
         stream.delivered = asyncio.Event()
 
-    async def deliver_presence(self, channel: str, event: dict[str, object]) -> None:
-        """Called by the broker: tell this process's subscribers of ``channel`` who came or left."""
-        stream = self._channels.get(channel)
-        if stream is None:
+    async def deliver_presence(self, channel: str, name: str, present: bool) -> None:
+        """Called by the broker: ``name`` came to ``channel`` (``present``), or left it.
+
+        This process's subscribers of the channel are told within ``PRESENCE_PERIOD``, with the
+        other changes of that period: ``{"type": "presence", "channel": ..., "joined": [...],
+        "left": [...]}``.
+        """
+        if channel not in self._channels:
             return
-        frame = _text_frame(_event(type="presence", channel=channel, **event))
-        async with self._fan_out_lock:
-            await self._fan_out(stream, frame, catching_up=True)
+        changes = self._presence_changes.get(channel)
+        if changes is None:
+            changes = self._presence_changes[channel] = {}
+            self._in_background(self._announce_presence(channel))
+        changes.pop(name, None)  # the latest change of a name counts, and goes last
+        changes[name] = present
 
     # --- internals ---------------------------------------------------------------------------
+
+    async def _announce_presence(self, channel: str) -> None:
+        """After ``PRESENCE_PERIOD``, tell the channel's subscribers what changed meanwhile."""
+        await asyncio.sleep(PRESENCE_PERIOD)
+        changes = self._presence_changes.pop(channel, {})
+        stream = self._channels.get(channel)
+        if stream is None or not changes:
+            return
+        joined = [name for name, present in changes.items() if present]
+        left = [name for name, present in changes.items() if not present]
+        frame = _text_frame(_event(type="presence", channel=channel, joined=joined, left=left))
+        async with self._fan_out_lock:
+            await self._fan_out(stream, frame, catching_up=True)
 
     def _connections(self) -> list[tuple[web.WebSocketResponse, asyncio.Transport]]:
         stream = self._default

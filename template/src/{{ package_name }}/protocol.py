@@ -5,7 +5,8 @@ Every frame a client sends is a JSON object with a ``type``:
 - ``{"type": "subscribe", "channel": C}``, with ``"last_id": N`` to first receive what was missed
   on ``C`` after ``N``: answered with ``{"type": "subscribed", "channel": C}``, then the channel's
   messages ``{"channel": C, "id": N, "data": D}``; on a channel with presence, also
-  ``{"type": "presence", "channel": C, "members": [...]}`` and then ``"joined"`` or ``"left"``;
+  ``{"type": "presence", "channel": C, "members": [...]}`` and then, at most twice a second,
+  ``{"type": "presence", "channel": C, "joined": [...], "left": [...]}``;
 - ``{"type": "unsubscribe", "channel": C}``;
 - ``{"type": "publish", "channel": C, "data": D}``: ``D`` to every subscriber of ``C``;
 - any other ``type``: the service's ``on_message``.

@@ -173,8 +173,9 @@ function buildUrl(url, lastId, baseHref) {
  * - "error"   ({@link ClientError}):   something went wrong; when `fatal` the client has stopped.
  * - "subscribed" ({channel}):          the server took a subscribe (again after each reconnect).
  * - "channel"  ({channel, id, data}):  a message of a subscribed channel.
- * - "presence" ({channel, members, joined?, left?}): who is on a channel with presence; `members`
- *                                       is the whole set after the change.
+ * - "presence" ({channel, members, joined, left}): who is on a channel with presence; `members`
+ *                                       is the whole set after the change, `joined` and `left`
+ *                                       the names that came and went (lists, maybe empty).
  * - "refused"  ({request, channel, reason}): the server refused a request (the connection stays).
  * - "reply"    ({data}):               a message the server sent to this client alone.
  * A "gap" on a channel carries its `channel`.
@@ -408,13 +409,14 @@ export class ReconnectingWebSocket {
       }
       this._emit("subscribed", { channel });
     } else if (frame.type === "presence") {
-      let members = this.presence.get(channel);
+      let members = this.presence.get(channel) ?? new Set();
       if (Array.isArray(frame.members)) members = new Set(frame.members);
-      members ??= new Set();
-      if (typeof frame.joined === "string") members.add(frame.joined);
-      if (typeof frame.left === "string") members.delete(frame.left);
+      const joined = Array.isArray(frame.joined) ? frame.joined : [];
+      const left = Array.isArray(frame.left) ? frame.left : [];
+      for (const name of joined) members.add(name);
+      for (const name of left) members.delete(name);
       this.presence.set(channel, members);
-      this._emit("presence", { channel, members, joined: frame.joined, left: frame.left });
+      this._emit("presence", { channel, members, joined, left });
     } else if (frame.type === "gap") {
       this._emit("gap", { channel, lastId: frame.last_id ?? null, oldestId: frame.oldest_id ?? null });
     } else if ("id" in frame) {
