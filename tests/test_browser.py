@@ -80,7 +80,7 @@ def start_app(project: Path, port: int) -> subprocess.Popen[bytes]:
 
 @pytest.fixture
 def project(template_snapshot: Path, tmp_path: Path) -> Path:
-    return render(template_snapshot, tmp_path / "project")
+    return render(template_snapshot, tmp_path / "realtime-app")  # package realtime_app
 
 
 @pytest.fixture

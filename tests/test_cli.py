@@ -80,7 +80,11 @@ def test_new_with_data_file_and_data(tmp_path: Path, env: dict[str, str]) -> Non
         (["--data-file", "/nonexistent/answers.yml"], "No such file or directory"),
         (["-d", "redis=maybe"], "error: --data redis='maybe': answer yes, no, true, false, 1 or 0"),
         (["-d", "socketio_paths=nah"], "--data socketio_paths='nah': answer yes, no"),
-        (["-d", "default_port=abc"], "error: --data default_port='abc': default_port is a whole"),
+        (
+            ["-d", "default_port=abc"],
+            "question 'default_port': The default port must be a whole number from 1024 to 65535,"
+            ' not "abc".',
+        ),
         (["-d", "nosuch=1"], "error: --data nosuch: no such question (questions: project_name,"),
     ],
 )
@@ -101,7 +105,7 @@ def test_yes_no_answers_are_read_strictly(
     result = run("new", str(dest), "--defaults", "-d", f"redis={given}")
     assert result.exit_code == 0, result.output
     assert yaml.safe_load((dest / ".copier-answers.yml").read_text())["redis"] is recorded
-    assert (dest / "src" / "realtime_app" / "redis_broker.py").is_file() is recorded
+    assert (dest / "src" / "made" / "redis_broker.py").is_file() is recorded  # named after dest
 
 
 def test_new_refuses_a_directory_that_holds_files(tmp_path: Path, env: dict[str, str]) -> None:
@@ -236,6 +240,14 @@ def test_update_help_names_no_option_update_does_not_have() -> None:
     result = run("update", "--help")
     assert result.exit_code == 0
     assert "--template" not in result.output
+
+
+@pytest.mark.parametrize("command", ["new", "update", "check"])
+def test_flags_are_shown_as_flags_in_the_help(command: str) -> None:
+    result = run(command, "--help")
+    assert result.exit_code == 0
+    assert "--help" in result.output
+    assert "<bool>" not in result.output  # a flag takes no value
 
 
 def test_check_on_a_project_that_is_not_installed_says_to_install_it(tmp_path: Path) -> None:

@@ -61,7 +61,7 @@ def test_new_then_errors_are_one_line(env: dict[str, str], tmp_path: Path) -> No
     assert (tmp_path / "proj" / "pyproject.toml").is_file()
     for args, code, expected in [
         (["new", "bad", "--defaults", "-d", "package_name=1x"], 1, "is not a valid package name"),
-        (["new", "bad", "--defaults", "-d", "default_port=x"], 1, "error: --data default_port="),
+        (["new", "bad", "--defaults", "-d", "default_port=x"], 1, "must be a whole number"),
         (["new", "bad", "-d", "project_name=X"], 1, "nteractive"),
         (["update", "proj"], 1, "is not a git repository"),
         (["check-update", "."], 1, "is not a generated project"),
@@ -148,9 +148,9 @@ def test_new_prompts_on_a_terminal(env: dict[str, str], tmp_path: Path) -> None:
     term.type("\x7f\r")  # Backspace, then accept
     assert term.accept_rest() == 0, term.screen
     answers = yaml.safe_load((tmp_path / "typed" / ".copier-answers.yml").read_text())
-    assert answers["project_name"] == "Realtime App X"
-    assert answers["project_slug"] == "realtime-app-x"
-    assert answers["package_name"] == "realtime_app_x"
+    assert answers["project_name"] == "Typed X"  # the folder's name, then what was typed
+    assert answers["project_slug"] == "typed-x"
+    assert answers["package_name"] == "typed_x"
 
 
 @pytest.mark.parametrize("at", ["Project name", "Project slug"])
@@ -273,3 +273,27 @@ def test_offline_new_and_update_from_installed_wheels(tmp_path: Path) -> None:
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     assert sorted(tags) == sorted([version_a, "999.0.0"])
+
+
+def test_a_port_typed_as_words_is_refused_in_words(env: dict[str, str], tmp_path: Path) -> None:
+    answered = [
+        f"{key}={value}"
+        for key, value in {
+            "project_name": "Ported",
+            "project_slug": "ported",
+            "package_name": "ported",
+            "description": "d",
+            "author_name": "a",
+            "author_email": "a@example.com",
+            "python_version": "3.12",
+        }.items()
+    ]
+    args = [sys.executable, "-m", "vip_skeleton", "new", "ported"]
+    args += [arg for pair in answered for arg in ("-d", pair)]
+    term = Terminal(args, env, tmp_path)
+    term.expect("Default port")
+    term.type("abc\r")  # after the proposed 3000: "3000abc"
+    term.expect("Validation error for question 'default_port': The default port must be a whole")
+    term.type("\x03")  # Ctrl-C: nothing is generated
+    assert term.proc.wait(30) == 130
+    assert not (tmp_path / "ported").exists()

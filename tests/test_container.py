@@ -106,7 +106,7 @@ def test_dockerfile_is_portable_and_follows_the_platform_rules(
         template_snapshot, tmp_path / "p", python_version=python_version, default_port=8123
     )
     text = (project / "Dockerfile").read_text(encoding="utf-8")
-    package = "realtime_app"  # the default answer
+    package = "p"  # the default answer: the destination folder's name
     steps = instructions(text)
 
     # Portable: no BuildKit-only syntax, nothing a classic builder or podman 4.3 rejects.

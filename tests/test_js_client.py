@@ -37,7 +37,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("js-client")
     settings = tmp / "copier-settings.yml"
     settings.write_text("defaults: {}\n")  # ignore the user's own copier defaults
-    dst = tmp / "project"
+    dst = tmp / "realtime-app"  # the package is named after the folder
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("COPIER_SETTINGS_PATH", str(settings))
         copier.run_copy(

@@ -51,6 +51,13 @@ VALIDATION_CASES: list[tuple[str, Any, str]] = [
     ("author_email", "a b@example.com", "is not an e-mail address"),
     ("default_port", 80, "The default port must be between 1024 and 65535, not 80."),
     ("default_port", 70000, "The default port must be between 1024 and 65535, not 70000."),
+    (
+        "default_port",
+        "abc",
+        'The default port must be a whole number from 1024 to 65535, not "abc".',
+    ),
+    ("default_port", "3000.5", "must be a whole number"),
+    ("default_port", "yes", "must be a whole number"),
     ("python_version", "3.10", "3.10"),
 ]
 
@@ -208,8 +215,29 @@ def test_answers_file_records_answers_but_not_lookup_tables(
     assert recorded["_src_path"] == str(template_snapshot)
     assert "stdlib_module_names" not in recorded
     assert "python_keywords" not in recorded
-    assert recorded["project_slug"] == "realtime-app"
-    assert recorded["package_name"] == "realtime_app"
+    assert recorded["project_slug"] == "project"  # the destination folder's name
+    assert recorded["package_name"] == "project"
+
+
+@pytest.mark.parametrize(
+    ("folder", "name", "slug", "package"),
+    [
+        ("my-app", "My App", "my-app", "my_app"),
+        ("Live_Blog 2", "Live Blog 2", "live-blog-2", "live_blog_2"),
+        ("2024-app", "Realtime App", "realtime-app", "realtime_app"),  # no package starts so
+        ("class", "Realtime App", "realtime-app", "realtime_app"),  # a keyword
+        ("json", "Realtime App", "realtime-app", "realtime_app"),  # a standard-library module
+    ],
+)
+def test_the_names_default_to_the_destination_folder(
+    template_snapshot: Path, tmp_path: Path, folder: str, name: str, slug: str, package: str
+) -> None:
+    project = render(template_snapshot, tmp_path / folder)
+    recorded = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert (recorded["project_name"], recorded["project_slug"]) == (name, slug)
+    assert recorded["package_name"] == package
+    assert (project / "src" / package / "__main__.py").is_file()
+    assert f"python -m {package}" in (project / "README.md").read_text()
 
 
 def test_copy_needs_no_trust(template_snapshot: Path, tmp_path: Path) -> None:

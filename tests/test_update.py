@@ -212,6 +212,14 @@ def test_pretend_writes_nothing(
     assert result.exit_code == 0, result.output
     assert git(project, "status", "--porcelain") == ""
     assert answers(project)["_commit"] == "0.0.1"
+    # What the update would change, as git's short status of a trial update in a clone.
+    assert " M .copier-answers.yml" in result.stdout.splitlines()
+    assert "?? CONTRIBUTING.md" in result.stdout.splitlines()  # a file the release adds
+    assert run("update", str(project)).exit_code == 0
+    commit_all(project, "Update")
+    again = run("update", str(project), "--pretend")
+    assert again.exit_code == 0, again.output
+    assert again.stdout.strip() == "nothing would change"
 
 
 def test_check_update(project: Path, releases: tuple[Path, Path], install: Install) -> None:

@@ -171,7 +171,10 @@ def update(
     ] = "inline",
     vcs_ref: VcsRefOption = None,
     pretend: Annotated[
-        bool, typer.Option("--pretend", help="Show what would change; write nothing.")
+        bool,
+        typer.Option(
+            "--pretend", help="List the files the update would change (in a clone); write nothing."
+        ),
     ] = False,
     data: DataOption = None,
     data_file: DataFileOption = None,
@@ -186,7 +189,7 @@ def update(
         answers = project.check_data(
             project.parse_data(data or [], data_file), source.bundled_snapshot() / "copier.yml"
         )
-        conflicts = project.update_project(
+        files = project.update_project(
             dest,
             data=answers,
             conflict=conflict,
@@ -194,10 +197,13 @@ def update(
             pretend=pretend,
             trust=trust,
         )
-        if conflicts:
+        if pretend:
+            # git's short status: M changed, A added, D deleted, UU in conflict.
+            out.print("\n".join(files) or "nothing would change", soft_wrap=True, markup=False)
+        elif files:
             err.print(
                 "[yellow]warning:[/yellow] resolve the conflicts in "
-                f"{', '.join(conflicts)} before committing",
+                f"{', '.join(files)} before committing",
                 soft_wrap=True,
             )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -281,6 +282,8 @@ def update_project(
     """Update the project in ``dest`` with a three-way merge; return the files left in conflict.
 
     Recorded answers are kept unless ``data`` gives new ones; new questions take their defaults.
+    With ``pretend``, the update is made in a clone of the project's repository instead, and the
+    files it would change are returned as ``git status --short`` lines (``UU``: a conflict).
 
     Raises:
         CliError: not a project, not a clean git work tree, a downgrade, or any copier failure.
@@ -288,6 +291,16 @@ def update_project(
     dest = dest.resolve()
     read_answers(dest)
     _require_clean_git(dest)
+    if pretend:
+        top = Path(_git_lines(dest, "rev-parse", "--show-toplevel")[0])
+        with tempfile.TemporaryDirectory(prefix="vip-skeleton-pretend-") as tmp:
+            clone = Path(tmp) / top.name
+            _git_lines(top, "clone", "--quiet", str(top), str(clone))
+            trial = clone / dest.relative_to(top)
+            update_project(
+                trial, data=data, conflict=conflict, vcs_ref=vcs_ref, pretend=False, trust=trust
+            )
+            return _git_lines(trial, "status", "--short", "--untracked-files=all", "--", ".")
     plan = plan_update(dest, vcs_ref, trust)
     with copier_errors():
         copier.run_update(
@@ -297,11 +310,8 @@ def update_project(
             overwrite=True,
             conflict=conflict,
             vcs_ref=plan.ref,
-            pretend=pretend,
             unsafe=plan.unsafe,
         )
-    if pretend:
-        return []
     unmerged = _git_lines(dest, "diff", "--name-only", "--diff-filter=U")
     rejected = [
         line[3:]
