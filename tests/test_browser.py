@@ -6,7 +6,6 @@ import http.client
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import render
+from conftest import platform_port, render
 
 CHROMIUM = next(
     (
@@ -43,13 +42,6 @@ pytestmark = [
         CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)"
     ),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def start_app(project: Path, port: int) -> subprocess.Popen[bytes]:
@@ -95,7 +87,7 @@ def page_factory() -> Iterator[object]:
 
 
 def test_page_reconnects_after_the_server_restarts(project: Path, page_factory: object) -> None:
-    port = free_port()
+    port = platform_port()
     app = start_app(project, port)
     page = page_factory()  # type: ignore[operator]
     errors: list[str] = []
@@ -142,7 +134,7 @@ def test_page_reconnects_after_the_server_restarts(project: Path, page_factory: 
 
 
 def test_two_pages_chat_across_a_server_restart(project: Path, page_factory: object) -> None:
-    port = free_port()
+    port = platform_port()
     app = start_app(project, port)
     pages = [page_factory() for _ in range(2)]  # type: ignore[operator]
     errors: list[str] = []
