@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keyword
 import re
 import shutil
 import subprocess
@@ -187,6 +188,15 @@ def test_every_prompt_fits_an_80_column_terminal() -> None:
     for name, spec in asked_questions().items():
         for line in spec["help"].splitlines():
             assert len(line) <= 76, f"{name}: {line!r} ({len(line)} characters)"
+
+
+def test_the_lookup_tables_cover_this_python() -> None:
+    """A package may not be named after any keyword or standard-library module of this Python."""
+    questions = yaml.safe_load((Path(__file__).parent.parent / "copier.yml").read_text())
+    keywords = set(questions["python_keywords"]["default"].split())
+    modules = set(questions["stdlib_module_names"]["default"].split())
+    assert set(keyword.kwlist) | set(keyword.softkwlist) <= keywords
+    assert set(sys.stdlib_module_names) <= modules, sorted(set(sys.stdlib_module_names) - modules)
 
 
 def test_every_question_is_in_the_readme_table() -> None:

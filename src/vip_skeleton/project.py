@@ -195,20 +195,19 @@ def new_project(
 
 
 def _git_lines(dest: Path, *args: str) -> list[str]:
-    done = subprocess.run(
-        ["git", "-C", str(dest), *args], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise CliError(
-            f"{dest} is not a git repository; copier updates need one: "
-            "run `git init && git add -A && git commit -m 'Generate project'` first"
-        )
-    return done.stdout.splitlines()
+    """The lines git prints for ``args`` in ``dest`` (see ``source.git`` for its errors)."""
+    return source.git(dest, *args).splitlines()
 
 
 def _require_clean_git(dest: Path) -> None:
     """Refuse a project that is not a git work tree or has uncommitted changes."""
-    _git_lines(dest, "rev-parse", "--show-toplevel")
+    try:
+        _git_lines(dest, "rev-parse", "--show-toplevel")
+    except CliError:
+        raise CliError(
+            f"{dest} is not a git repository; copier updates need one: "
+            "run `git init && git add -A && git commit -m 'Generate project'` first"
+        ) from None
     if _git_lines(dest, "status", "--porcelain", "--untracked-files=normal", "--", "."):
         raise CliError(f"{dest} has uncommitted changes; commit or stash them, then retry")
 

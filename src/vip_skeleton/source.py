@@ -103,7 +103,7 @@ def recorded_url(repo: Path) -> str:
 
 
 def git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    """Run ``git -C repo args`` and return its stripped standard output.
+    """Run ``git -C repo args`` and return its standard output, without trailing whitespace.
 
     Raises:
         CliError: git is missing or the command fails (the message is git's last error line).
@@ -121,7 +121,7 @@ def git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
         raise CliError(f"git {args[0]} failed in {repo}: {lines[-1]}")
-    return done.stdout.strip()
+    return done.stdout.rstrip()
 
 
 @contextmanager
