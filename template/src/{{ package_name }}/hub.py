@@ -235,11 +235,11 @@ class Hub:
         if last_id is None and newest_id is None:
             newest_id = await self._broker.newest_id(channel)
         if member is not None:
-            await self._broker.enter(channel, member)
             try:
+                await self._broker.enter(channel, member)
                 members = await self._broker.members(channel)
             except HubUnavailable:
-                self._in_background(self._broker.leave(channel, member))
+                self._in_background(self._broker.leave(channel, member))  # whatever was done
                 raise
             presence = _text_frame(_event(type="presence", channel=channel, members=members))
         if self._subscriptions.get(ws) is not subscriptions or _ended(ws, transport):
