@@ -190,6 +190,22 @@ def test_every_prompt_fits_an_80_column_terminal() -> None:
             assert len(line) <= 76, f"{name}: {line!r} ({len(line)} characters)"
 
 
+@pytest.mark.parametrize("package", ["aaa_app", "zzz_app"])
+def test_imports_stay_sorted_whatever_the_package_is_named(
+    template_snapshot: Path, tmp_path: Path, package: str
+) -> None:
+    """The tests' own helpers sort after the package, before it or after it alphabetically."""
+    project = render(template_snapshot, tmp_path / "project", package_name=package, redis=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--select", "I", "."],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout
+
+
 def test_the_lookup_tables_cover_this_python() -> None:
     """A package may not be named after any keyword or standard-library module of this Python."""
     questions = yaml.safe_load((Path(__file__).parent.parent / "copier.yml").read_text())

@@ -106,6 +106,19 @@ class _Stream:
     def subscriber_count(self) -> int:
         return len(self.clients) + len(self.catching_up)
 
+    def subscribers(self) -> list[tuple[web.WebSocketResponse, asyncio.Transport]]:
+        """Every subscriber with its transport: the live ones, then the catching-up ones."""
+        return [*self.clients.items()] + [
+            (ws, catching_up.transport) for ws, catching_up in self.catching_up.items()
+        ]
+
+    def transport(self, ws: web.WebSocketResponse) -> asyncio.Transport | None:
+        """The transport of the subscriber ``ws``, live or catching up; None if it is not one."""
+        transport = self.clients.get(ws)
+        if transport is None and (catching_up := self.catching_up.get(ws)) is not None:
+            transport = catching_up.transport
+        return transport
+
     def gap_frame(self, last_id: int, oldest_id: int | None) -> bytes:
         return _text_frame(gap_frame(last_id, oldest_id, self.channel))
 
@@ -230,9 +243,11 @@ class Hub:
         if subscriptions is None or channel in subscriptions or _ended(ws, transport):
             return
         presence = b""
-        stream = self._channels.get(channel)
-        newest_id = stream.log.newest_id if stream is not None else None
-        if last_id is None and newest_id is None:
+        known = self._channels.get(channel)
+        # Where the channel stands, for a client without a last id: from this process's log if
+        # it has the channel, else from the broker (the last message another process delivered).
+        newest_id = None
+        if last_id is None and (known is None or known.log.newest_id is None):
             newest_id = await self._broker.newest_id(channel)
         if member is not None:
             try:
@@ -251,8 +266,8 @@ class Hub:
             stream = self._channels[channel] = _Stream(channel, self._channel_replay_size)
         self._idle_channels.pop(channel, None)
         subscriptions[channel] = member
-        if last_id is None and stream.log.newest_id is not None:
-            newest_id = stream.log.newest_id
+        if stream.log.newest_id is not None:
+            newest_id = stream.log.newest_id  # delivered here meanwhile, or known already
         subscribed = _event(type="subscribed", channel=channel, last_id=newest_id)
         transport.write(_text_frame(subscribed) + presence)
         self._add(stream, ws, transport, last_id)
@@ -276,10 +291,7 @@ class Hub:
 
     def send(self, ws: web.WebSocketResponse, message: object) -> bool:
         """Send ``message`` (JSON-serialisable) to ``ws`` alone; False if it is gone or cut off."""
-        transport = self._default.clients.get(ws)
-        if transport is None:
-            catching_up = self._default.catching_up.get(ws)
-            transport = catching_up.transport if catching_up is not None else None
+        transport = self._default.transport(ws)
         if transport is None:
             return False
         return self._write(ws, transport, json.dumps(message, separators=(",", ":")).encode())
@@ -317,7 +329,7 @@ class Hub:
         Returns once every closing handshake is done (or dropped after ``CLOSE_TIMEOUT``).
         """
         self.draining = True
-        clients = self._connections()
+        clients = self._default.subscribers()
         if not clients:
             return
         batches = max(1, min(math.ceil(len(clients) / DRAIN_BATCH), int(seconds / DRAIN_STEP)))
@@ -335,7 +347,7 @@ class Hub:
 
     async def close_all(self, code: int = WSCloseCode.GOING_AWAY) -> None:
         """Close every connection with ``code`` (default 1001), within ``CLOSE_TIMEOUT``."""
-        clients = self._connections()
+        clients = self._default.subscribers()
         for ws, _transport in clients:
             self.leave(ws)
         logger.info("closing %d WebSocket connections with %d", len(clients), code)
@@ -444,12 +456,6 @@ class Hub:
         async with self._fan_out_lock:
             await self._fan_out(stream, frame, catching_up=True)
 
-    def _connections(self) -> list[tuple[web.WebSocketResponse, asyncio.Transport]]:
-        stream = self._default
-        return [*stream.clients.items()] + [
-            (ws, catching_up.transport) for ws, catching_up in stream.catching_up.items()
-        ]
-
     def _add(
         self,
         stream: _Stream,
@@ -504,9 +510,7 @@ class Hub:
         # bypasses aiohttp's per-send path (two coroutines and a copy), which cost 20-30 % of the
         # fan-out's throughput (docs/performance.md of vip-skeleton).
         limit = self._max_client_buffer_bytes
-        clients = tuple(stream.clients.items())
-        if catching_up:
-            clients += tuple((ws, each.transport) for ws, each in stream.catching_up.items())
+        clients = stream.subscribers() if catching_up else tuple(stream.clients.items())
         written = len(clients)
         for start in range(0, len(clients), YIELD_EVERY):
             if start:
