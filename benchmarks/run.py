@@ -37,7 +37,7 @@ import copier
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 #: What a template snapshot holds: the files copier reads, nothing of the work tree's state.
-TEMPLATE_FILES = ("copier.yml", "template", "hooks")
+TEMPLATE_FILES = ("copier.yml", "template")
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vip-skeleton-bench"
 PINNED_SERVER, PINNED_CLIENT = ["taskset", "-c", "0"], ["taskset", "-c", "1"]
 #: Deliveries per burst phase: the burst's broadcast count is this divided by N (at least 20).

@@ -1,7 +1,7 @@
 """Helpers for the CLI and update tests: isolated environments, simulated template releases.
 
-A "release" is a directory shaped like an installed wheel's bundled template (copier.yml,
-template/, hooks/). Tests make the CLI treat one as its own (see ``Installed``), so the real
+A "release" is a directory shaped like an installed wheel's bundled template (copier.yml and
+template/). Tests make the CLI treat one as its own (see ``Installed``), so the real
 cache-repository machinery imports each release under its version tag.
 """
 
@@ -22,6 +22,8 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 #: changed regions of the same file.
 NOTES_V1 = "Region A: header\nRegion B: template v1\nRegion C: middle\nRegion D: footer\n"
 NOTES_V2 = "Region A: header\nRegion B: template v2\nRegion C: middle\nRegion D: footer\n"
+#: socketio_paths' default in copier.yml, which reads the answer recorded under its old name.
+RENAMED_ANSWER_DEFAULT = '"{{ socketio if socketio is defined else true }}"'
 
 
 def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
@@ -37,11 +39,10 @@ def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
         "COPIER_SETTINGS_PATH": str(settings),
         "GIT_CONFIG_GLOBAL": str(gitconfig),
         "GIT_CONFIG_NOSYSTEM": "1",
-        "VIP_SKELETON_MIGRATION_LOG": str(tmp_path / "migrations.log"),
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-        # copier runs git and migrations through plumbum, whose environment is a copy taken
+        # copier runs git through plumbum, whose environment is a copy taken
         # when plumbum was imported.
         monkeypatch.setitem(local.env, key, value)  # type: ignore[arg-type]
     return env
@@ -66,16 +67,15 @@ def release(dest: Path, *, pre_release: bool = False, next_release: bool = False
     """Write a template release into ``dest`` and return it.
 
     The base is this repository's template plus a test-owned NOTES.md. ``pre_release`` renames
-    the question socketio_paths to its pre-0.1.0 name ``socketio`` (what migration 0.1.0
-    undoes). ``next_release`` changes the template the way a next release would: a changed line
-    in NOTES.md, a line appended to .gitignore and to .env, a new file, and a change to the
-    scaffold-once integers.py.
+    the question socketio_paths to its pre-0.1.0 name ``socketio`` (whose recorded answer the
+    new question's default carries over). ``next_release`` changes the template the way a next
+    release would: a changed line in NOTES.md, a line appended to .gitignore and to .env, a new
+    file, and a change to the scaffold-once integers.py.
     """
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     dest.mkdir(parents=True)
     shutil.copy2(ROOT / "copier.yml", dest / "copier.yml")
     shutil.copytree(ROOT / "template", dest / "template", ignore=ignore)
-    shutil.copytree(ROOT / "hooks", dest / "hooks", ignore=ignore)
     tpl = dest / "template"
     (tpl / "NOTES.md").write_text(NOTES_V2 if next_release else NOTES_V1)
     if next_release:
@@ -87,7 +87,11 @@ def release(dest: Path, *, pre_release: bool = False, next_release: bool = False
         integers = tpl / "src" / "{{ package_name }}" / "integers.py"
         integers.write_text(integers.read_text() + "# changed by the next release\n")
     if pre_release:
-        for path in [dest / "copier.yml", *tpl.rglob("*")]:
+        config = dest / "copier.yml"
+        text = config.read_text()
+        assert RENAMED_ANSWER_DEFAULT in text
+        config.write_text(text.replace(RENAMED_ANSWER_DEFAULT, "true"))
+        for path in [config, *tpl.rglob("*")]:
             if path.is_file():
                 text = path.read_text()
                 path.write_text(text.replace("socketio_paths", "socketio"))
@@ -107,12 +111,6 @@ def files(root: Path, *, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
             continue
         result[rel] = path.read_bytes()
     return result
-
-
-def migration_runs(env: dict[str, str]) -> list[str]:
-    """Return the lines the migration runner logged (one per step run)."""
-    log = Path(env["VIP_SKELETON_MIGRATION_LOG"])
-    return log.read_text().splitlines() if log.exists() else []
 
 
 def subprocess_env(extra: dict[str, str]) -> dict[str, str]:

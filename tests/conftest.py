@@ -16,7 +16,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: What a template snapshot holds: the files copier reads, nothing of the developer's work tree.
-TEMPLATE_FILES = ("copier.yml", "template", "hooks")
+TEMPLATE_FILES = ("copier.yml", "template")
 
 
 @pytest.hookimpl(wrapper=True)

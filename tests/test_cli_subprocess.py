@@ -183,7 +183,7 @@ def build_release(tmp_path: Path, name: str, version: str | None, extra_ignore: 
     """
     tree = tmp_path / f"{name}-src"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for part in ("src", "template", "hooks"):
+    for part in ("src", "template"):
         shutil.copytree(ROOT / part, tree / part, ignore=ignore)
     for part in ("copier.yml", "pyproject.toml", "README.md", "LICENSE"):
         if (ROOT / part).exists():

@@ -2,7 +2,8 @@
 
 Each test simulates installed releases (see cli_support.release): a pre-release ``0.0.1`` that
 still names the question ``socketio``, and ``0.1.0``, changed the way a next release would, whose
-migration renames that answer. No network, no tags in this repository, no clean tree needed.
+``socketio_paths`` carries that answer over. No network, no tags in this repository, no clean tree
+needed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pathlib import Path
 import copier
 import pytest
 import yaml
-from copier.errors import UnsafeTemplateError
 from typer.testing import CliRunner, Result
 
 from cli_support import (
@@ -24,7 +24,6 @@ from cli_support import (
     files,
     git,
     isolate,
-    migration_runs,
     release,
 )
 from vip_skeleton import source
@@ -88,7 +87,7 @@ def project(
     return dest
 
 
-def test_update_equals_fresh_copy_and_migrates_once(
+def test_update_equals_fresh_copy_and_keeps_a_renamed_answer(
     tmp_path: Path,
     env: dict[str, str],
     project: Path,
@@ -104,9 +103,8 @@ def test_update_equals_fresh_copy_and_migrates_once(
     assert result.exit_code == 0, result.output
     recorded = answers(project)
     assert recorded["_commit"] == "0.1.0"
-    assert recorded["socketio_paths"] is False, "the migration must carry the old answer over"
+    assert recorded["socketio_paths"] is False, "the old answer must be carried over"
     assert "socketio" not in recorded
-    assert migration_runs(env) == ["0.1.0 rename_socketio_answer"]
     fresh = tmp_path / "fresh"
     made = run(
         "new", str(fresh), "--defaults", "-d", "project_name=Demo App", "-d", "socketio_paths=false"
@@ -118,7 +116,7 @@ def test_update_equals_fresh_copy_and_migrates_once(
     assert (project / ".env").read_bytes() == env_v1
     assert b"NEXT_RELEASE_SETTING" in (fresh / ".env").read_bytes()
 
-    # A later release does not run the 0.1.0 migration again.
+    # A later release keeps the answer.
     commit_all(project, "Update to 0.1.0")
     later = release(tmp_path / "r011", next_release=True)
     (later / "template" / "CHANGES.md").write_text("0.1.1\n")
@@ -126,7 +124,7 @@ def test_update_equals_fresh_copy_and_migrates_once(
     assert run("update", str(project)).exit_code == 0
     assert answers(project)["_commit"] == "0.1.1"
     assert (project / "CHANGES.md").exists()
-    assert migration_runs(env) == ["0.1.0 rename_socketio_answer"]
+    assert answers(project)["socketio_paths"] is False
 
 
 def test_user_edits_survive(project: Path, releases: tuple[Path, Path], install: Install) -> None:
@@ -299,7 +297,7 @@ def test_not_a_project(tmp_path: Path, env: dict[str, str]) -> None:
     assert line == f"error: {tmp_path} is not a generated project: it has no .copier-answers.yml"
 
 
-def test_plain_copier_copy_needs_no_trust_but_migrating_update_does(
+def test_plain_copier_copy_and_update_need_no_trust(
     tmp_path: Path, env: dict[str, str], releases: tuple[Path, Path]
 ) -> None:
     """What `copier copy`/`copier update` users see with this template (no vip-skeleton CLI)."""
@@ -308,16 +306,20 @@ def test_plain_copier_copy_needs_no_trust_but_migrating_update_does(
     commit_all(repo, "0.0.1")
     git(repo, "tag", "0.0.1")
     dest = tmp_path / "plain"
-    copier.run_copy(str(repo), dest, defaults=True, unsafe=False, quiet=True)
+    copier.run_copy(str(repo), dest, data={"socketio": False}, defaults=True, quiet=True)
     commit_all(dest, "Generate")
+    shutil.copy2(releases[1] / "copier.yml", repo / "copier.yml")
     shutil.rmtree(repo / "template")
     shutil.copytree(releases[1] / "template", repo / "template")
     commit_all(repo, "0.1.0")
     git(repo, "tag", "0.1.0")
-    with pytest.raises(UnsafeTemplateError):
-        copier.run_update(dest, defaults=True, overwrite=True, unsafe=False, quiet=True)
-    copier.run_update(dest, defaults=True, overwrite=True, unsafe=True, quiet=True)
-    assert answers(dest)["_commit"] == "0.1.0"
+
+    copier.run_update(dest, defaults=True, overwrite=True, unsafe=False, quiet=True)
+
+    recorded = answers(dest)
+    assert recorded["_commit"] == "0.1.0"
+    assert recorded["socketio_paths"] is False
+    assert "socketio" not in recorded
 
 
 def test_foreign_template_records_absolute_path_and_needs_trust_to_migrate(
@@ -335,8 +337,11 @@ def test_foreign_template_records_absolute_path_and_needs_trust_to_migrate(
     made = tmp_path / "made"
     assert answers(made)["_src_path"] == str(repo)
     commit_all(made, "Generate")
+    shutil.copy2(releases[1] / "copier.yml", repo / "copier.yml")
     shutil.rmtree(repo / "template")
     shutil.copytree(releases[1] / "template", repo / "template")
+    with (repo / "copier.yml").open("a") as config:  # a template of one's own with a migration
+        config.write('_migrations:\n  - version: "0.1.0"\n    command: ["git", "--version"]\n')
     commit_all(repo, "0.1.0")
     git(repo, "tag", "0.1.0")
     monkeypatch.chdir(made / "src")
@@ -355,9 +360,9 @@ def test_cache_import_is_idempotent_and_versions_changed_content(
     repo = tmp_path / "cache" / "template"
     assert source.import_snapshot(releases[0], "1.0.0", repo) == "1.0.0"
     first = git(repo, "rev-parse", "1.0.0")
-    junk = releases[0] / "hooks" / "__pycache__"
+    junk = releases[0] / "template" / "__pycache__"
     junk.mkdir()
-    (junk / "migrations.cpython-311.pyc").write_bytes(b"\0")
+    (junk / "module.cpython-311.pyc").write_bytes(b"\0")
     assert source.import_snapshot(releases[0], "1.0.0", repo) == "1.0.0", "bytecode is ignored"
     assert source.import_snapshot(releases[1], "1.0.0", repo) == "1.0.0+1"
     assert source.import_snapshot(releases[1], "1.1.0", repo) == "1.1.0"

@@ -73,14 +73,14 @@ VcsRefOption = Annotated[
 TrustOption = Annotated[
     bool,
     typer.Option(
-        "--trust", help="Allow a --template's tasks and migrations (the bundled one is trusted)."
+        "--trust", help="Allow a --template's tasks and migrations (the bundled one has none)."
     ),
 ]
 UpdateTrustOption = Annotated[
     bool,
     typer.Option(
         "--trust",
-        help="Allow the migrations of a template other than this vip-skeleton's own.",
+        help="Allow the tasks and migrations of a template other than vip-skeleton's own.",
     ),
 ]
 

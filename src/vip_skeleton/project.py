@@ -167,7 +167,7 @@ def new_project(
 ) -> None:
     """Generate a project in ``dest`` from the bundled template, or from ``template`` if given.
 
-    The bundled template needs no ``--trust``: the CLI runs its own hooks.
+    The bundled template needs no ``--trust``: it has no tasks, migrations or Jinja extensions.
 
     Raises:
         CliError: ``dest`` already holds files (a project is updated, never generated again).
@@ -180,7 +180,7 @@ def new_project(
     ref: str | None
     if template is None:
         bundled = source.bundled_source()
-        src, ref, unsafe = bundled.url, vcs_ref or bundled.tag, True
+        src, ref, unsafe = bundled.url, vcs_ref or bundled.tag, False
     else:
         src, ref, unsafe = _template_url(template), vcs_ref, trust
     with copier_errors():
@@ -225,7 +225,7 @@ class Plan:
 
     Attributes:
         ref: the template version to update to (``None``: copier picks the newest tag).
-        unsafe: whether copier may run the template's migrations without asking.
+        unsafe: whether copier may run a ``--template``'s tasks and migrations (``--trust``).
         current: the template version that generated the project, as recorded.
     """
 
@@ -266,7 +266,7 @@ def plan_update(dest: Path, vcs_ref: str | None, trust: bool) -> Plan:
             f"this project uses template {current}, newer than {target}; downgrades are not "
             "supported: upgrade vip-skeleton or pass a newer --vcs-ref"
         )
-    return Plan(ref=target, unsafe=True, current=current)
+    return Plan(ref=target, unsafe=False, current=current)
 
 
 def update_project(

@@ -31,7 +31,7 @@ from vip_skeleton import __version__
 from vip_skeleton.errors import CliError
 
 #: Paths of a template snapshot, relative to its root.
-SNAPSHOT_PATHS = ("copier.yml", "template", "hooks")
+SNAPSHOT_PATHS = ("copier.yml", "template")
 #: Pathspecs never imported (bytecode and tool caches of a source checkout).
 _EXCLUDED = (
     ":(exclude,glob)**/__pycache__/**",
@@ -67,7 +67,7 @@ class TemplateSource:
 
 
 def bundled_snapshot() -> Path:
-    """Return the directory holding this installation's copier.yml, template/ and hooks/.
+    """Return the directory holding this installation's copier.yml and template/.
 
     An installed wheel ships them as ``vip_skeleton/_template``; a source checkout uses the
     repository root.

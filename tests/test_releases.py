@@ -1,0 +1,123 @@
+"""Releases as plain copier sees them in a clone of this repository (CONTRIBUTING.md, "Releases").
+
+A release is a commit of main tagged with its PEP 440 version, the ``version`` of pyproject.toml,
+with its own heading in CHANGELOG.md. Copier copies the newest release tag and records it; with no
+tags it records the commit. The template has no tasks, migrations or Jinja extensions, so neither
+copying nor any update ever needs ``--trust``.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+from packaging.version import InvalidVersion, Version
+
+from conftest import REPO_ROOT, git, snapshot_template
+
+
+def copier(cwd: Path, *args: str) -> None:
+    """Run the copier command line, as a user would, without ``--trust``."""
+    done = subprocess.run(
+        [sys.executable, "-m", "copier", *args, "--defaults", "--quiet"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def recorded_commit(project: Path) -> str:
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    return str(answers["_commit"])
+
+
+def commit_project(project: Path) -> None:
+    git(project, "init", "-q", "-b", "main")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "Generate")
+
+
+def release_versions(tags: list[str]) -> list[str]:
+    """Return the tags that are PEP 440 versions."""
+    versions = []
+    for tag in tags:
+        try:
+            Version(tag)
+        except InvalidVersion:
+            continue
+        versions.append(tag)
+    return versions
+
+
+def test_the_template_never_needs_trust() -> None:
+    config = yaml.safe_load((REPO_ROOT / "copier.yml").read_text())
+    unsafe = {"_tasks", "_migrations", "_jinja_extensions"} & set(config)
+    assert not unsafe, f"copier asks for --trust when a template has {sorted(unsafe)}"
+
+
+def test_the_version_and_the_tags_match_the_changelog() -> None:
+    version = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    headings = re.findall(r"^## (\S+)", (REPO_ROOT / "CHANGELOG.md").read_text(), re.MULTILINE)
+    released = [heading for heading in headings if heading != "Unreleased"]
+    assert headings[0] in ("Unreleased", version), "the newest entry comes first"
+    assert released == sorted(released, key=Version, reverse=True), "newest release first"
+    assert released[0] == version, "pyproject.toml names the newest release"
+    tags = git(REPO_ROOT, "tag", "--list").split() if (REPO_ROOT / ".git").exists() else []
+    for tag in release_versions(tags):
+        assert tag in released, f"tag {tag} has no CHANGELOG.md entry"
+        tagged = tomllib.loads(git(REPO_ROOT, "show", f"{tag}:pyproject.toml"))
+        assert tagged["project"]["version"] == tag, f"tag {tag} is on another version's commit"
+
+
+def test_a_clone_copies_the_newest_release_and_updates_without_trust(tmp_path: Path) -> None:
+    upstream = snapshot_template(tmp_path / "upstream", tag="0.1.0")
+    (upstream / "template" / "RELEASED.md").write_text("0.2.0\n")
+    git(upstream, "add", "-A")
+    git(upstream, "commit", "-q", "-m", "Release 0.2.0")
+    git(upstream, "tag", "0.2.0")
+    (upstream / "template" / "UNRELEASED.md").write_text("main\n")
+    git(upstream, "add", "-A")
+    git(upstream, "commit", "-q", "-m", "Work after 0.2.0")
+    git(tmp_path, "clone", "-q", str(upstream), "clone")
+    clone = str(tmp_path / "clone")
+
+    copier(tmp_path, "copy", clone, "newest")
+    assert recorded_commit(tmp_path / "newest") == "0.2.0", "the newest release, not main's tip"
+    assert not (tmp_path / "newest" / "UNRELEASED.md").exists()
+
+    copier(tmp_path, "copy", "--vcs-ref", "0.1.0", clone, "older")
+    commit_project(tmp_path / "older")
+    copier(tmp_path / "older", "update")
+    assert recorded_commit(tmp_path / "older") == "0.2.0"
+    assert (tmp_path / "older" / "RELEASED.md").is_file()
+
+    git(tmp_path / "older", "add", "-A")
+    git(tmp_path / "older", "commit", "-q", "-m", "Update to 0.2.0")
+    copier(tmp_path / "older", "update", "--vcs-ref", "HEAD")
+    assert re.fullmatch(r"0\.2\.0-1-g[0-9a-f]+", recorded_commit(tmp_path / "older"))
+    assert (tmp_path / "older" / "UNRELEASED.md").is_file()
+
+
+def test_a_clone_without_tags_records_the_commit_and_updates(tmp_path: Path) -> None:
+    upstream = snapshot_template(tmp_path / "upstream", tag="0.1.0")
+    git(tmp_path, "clone", "-q", "--no-tags", str(upstream), "clone")
+    clone = str(tmp_path / "clone")
+    copier(tmp_path, "copy", clone, "project")
+    first = recorded_commit(tmp_path / "project")
+    assert git(upstream, "rev-parse", "HEAD").startswith(first)
+    commit_project(tmp_path / "project")
+
+    (upstream / "template" / "LATER.md").write_text("later\n")
+    git(upstream, "add", "-A")
+    git(upstream, "commit", "-q", "-m", "Later work")
+    git(tmp_path / "clone", "pull", "-q", "--no-tags")
+    copier(tmp_path / "project", "update")
+    assert git(upstream, "rev-parse", "HEAD").startswith(recorded_commit(tmp_path / "project"))
+    assert (tmp_path / "project" / "LATER.md").is_file()
