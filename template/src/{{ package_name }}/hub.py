@@ -75,12 +75,15 @@ PRESENCE_PERIOD = 0.5
 DRAIN_POLL_MAX = 0.1
 
 HEARTBEAT_FRAME = b'{"type":"heartbeat"}'
+#: A WebSocket ping (RFC 6455: final frame, opcode 9, no payload), sent with each heartbeat.
+PING_FRAME = b"\x89\x00"
 
 #: Why a client is cut off (the ``reason`` of the ``cut_offs`` metric), in words for the log.
 CUT_OFF_REASONS = {
     "slow": "stopped reading",
     "backlog": "fell behind its own backlog",
     "error": "could not be brought up to date",
+    "silent": "answered no ping",
 }
 
 
@@ -160,6 +163,8 @@ class Hub:
         self._fan_out_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
         self._presence_changes: dict[str, dict[str, bool]] = {}  # channel -> name -> present
+        # Clients pinged by the last heartbeat that have sent nothing since, not even the pong.
+        self._unheard: set[web.WebSocketResponse] = set()
         #: Set while at least one client is connected.
         self.occupied = asyncio.Event()
         #: Whether the process is shutting down: no new client is taken.
@@ -205,6 +210,7 @@ class Hub:
 
     def leave(self, ws: web.WebSocketResponse) -> None:
         """Forget a client whose connection has ended, and every channel it subscribed to."""
+        self._unheard.discard(ws)
         for channel in [*self._subscriptions.get(ws, ())]:
             self.unsubscribe(ws, channel)
         self._subscriptions.pop(ws, None)
@@ -311,13 +317,27 @@ class Hub:
         text = json.dumps(data, separators=(",", ":"), allow_nan=False)
         return await self._broker.publish(text, channel)
 
-    async def send_heartbeat(self) -> None:
-        """Send a heartbeat frame to every live client, so clients can tell a dead connection.
+    def heard(self, ws: web.WebSocketResponse) -> None:
+        """Note that ``ws`` sent a frame (a pong or anything else): its peer is still there."""
+        self._unheard.discard(ws)
 
-        Also forgets the channels nobody has subscribed to for ``IDLE_CHANNEL_SECONDS``.
+    async def send_heartbeat(self) -> None:
+        """Drop the clients that stayed silent since the last heartbeat, then ping every client.
+
+        Each client gets a WebSocket ping and a heartbeat frame, so that either end can tell a dead
+        connection. A client that has sent nothing since the previous ping, not even its pong, is
+        gone without a FIN (a NAT or a proxy forgot it, a laptop slept): its connection is
+        aborted. One pass for every client, instead of a timer per connection. Also forgets the
+        channels nobody has subscribed to for ``IDLE_CHANNEL_SECONDS``.
         """
+        silent, self._unheard = self._unheard, set()
+        for ws in silent:
+            if (transport := self._default.transport(ws)) is not None:
+                self._drop_silent(ws, transport)
+        # Taken before the pings go out, so that a pong arriving during the fan-out counts.
+        self._unheard = {ws for ws, _ in self._default.subscribers()}
         async with self._fan_out_lock:
-            await self._fan_out(self._default, _text_frame(HEARTBEAT_FRAME))
+            await self._fan_out(self._default, PING_FRAME + _text_frame(HEARTBEAT_FRAME))
         self._forget_idle_channels(asyncio.get_running_loop().time() - IDLE_CHANNEL_SECONDS)
 
     async def drain(self, seconds: float) -> None:
@@ -630,6 +650,13 @@ class Hub:
             transport.get_write_buffer_size(),
         )
         self._in_background(_close(ws, transport, WSCloseCode.TRY_AGAIN_LATER, b"too slow"))
+
+    def _drop_silent(self, ws: web.WebSocketResponse, transport: asyncio.Transport) -> None:
+        """Abort the connection of a client that answered no ping: its peer is gone."""
+        self.leave(ws)
+        self._metrics.cut_offs.labels("silent").inc()
+        logger.info("dropping a client that %s", CUT_OFF_REASONS["silent"])
+        transport.abort()
 
 
 def gap_frame(last_id: int, oldest_id: int | None, channel: str | None = None) -> bytes:

@@ -40,7 +40,7 @@ class Metrics:
         )
         self.cut_offs = Counter(
             "cut_offs",
-            "Clients closed with 1013 for reading too slowly",
+            "Clients cut off: reading too slowly (closed with 1013), or silent (dropped)",
             ["reason"],
             registry=registry,
         )
