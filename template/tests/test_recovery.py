@@ -156,7 +156,7 @@ async def frames_until_eof(
     while True:
         try:
             chunk = await reader.read(1 << 16)
-        except ConnectionResetError:
+        except ConnectionError:  # reset, or a broken pipe for a close frame sent too late
             return opcodes, True
         if not chunk:
             return opcodes, False
