@@ -239,7 +239,7 @@ async function runPhase(name, count, intervalMs, expected) {
     const done = phase;
     phase = null;
     const seconds = (done.tLast - t0) / 1e6;
-    const [p50, p99, pmax] = percentiles(done.latencies, done.count, [0.5, 0.99, 1]);
+    const [p50, p95, p99, pmax] = percentiles(done.latencies, done.count, [0.5, 0.95, 0.99, 1]);
     return {
       phase: name,
       trigger,
@@ -251,6 +251,7 @@ async function runPhase(name, count, intervalMs, expected) {
       seconds,
       deliveriesPerSec: seconds > 0 ? done.delivered / seconds : null,
       latP50ms: p50,
+      latP95ms: p95,
       latP99ms: p99,
       latMaxMs: pmax,
       serverCpuPct: (100 * serverCpuS) / phaseWall,

@@ -1,11 +1,13 @@
-"""Fan-out benchmark: the generated app side by side with the Node baseline, on the same load.
+"""Fan-out benchmark: the generated app side by side with its peers, on the same load.
 
 One command (``python benchmarks/run.py``) renders a project from a committed snapshot of this
 template with default answers, installs its dependencies in a cached virtualenv, starts it in bench
-mode and, when the Node baseline folder exists, the baseline too; then drives each with the same
-load generator, server on core 0 and load generator and health prober on core 1, alternating the
-servers, and prints medians with their ratio to the baseline, a slow-client run, 10,000 idle
-connections, copier's render timings and the issue's goals, met or not.
+mode and, when their folders exist, the peers too: the Node baseline (``ws``) and python-websockets'
+``broadcast()`` on uvloop. It drives each with the same load generator, server on core 0 and load
+generator and health prober on core 1, alternating the servers, and prints medians with their
+ratios to the baseline, a capacity ladder (clients reached while the p95 latency of a broadcast
+stays under 500 ms), a slow-client run, 10,000 idle connections, copier's render timings and the
+issue's goals, met or not. ``--json`` keeps every run's raw results.
 """
 
 from __future__ import annotations
@@ -44,6 +46,14 @@ PINNED_SERVER, PINNED_CLIENT = ["taskset", "-c", "0"], ["taskset", "-c", "1"]
 BURST_DELIVERIES = 300_000
 #: Offered rate of the paced phase, below either server's capacity, for the latency figures.
 PACED_RATE = 20_000
+#: The capacity ladder (websocket-bench's method): clients at each step, broadcasts per second to
+#: all of them, and the p95 latency of a delivery (server stamp to client) a step must stay under;
+#: the last broadcast must also arrive within that bound of its scheduled time (see lateness_ms).
+CAPACITY_STEPS = (1000, 2000, 3000, 5000, 7500, 10_000, 12_500, 15_000, 17_500)
+CAPACITY_BROADCASTS_PER_S = 10
+CAPACITY_P95_MS = 500.0
+#: python-websockets and uvloop for the Python peer, the ranges it was measured with.
+PEER_REQUIREMENTS = ["websockets>=17,<18", "uvloop>=0.21,<1"]
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "bench",
     "GIT_AUTHOR_EMAIL": "bench@example.com",
@@ -54,6 +64,8 @@ GIT_ENV = {
 Result = dict[str, Any]
 #: The server built from ``--before``, an earlier template, measured side by side with this one.
 BEFORE = "before"
+#: The peers' names: the Node baseline, the reference of every ratio, and the best Python peer.
+NODE, WEBSOCKETS = "node", "websockets"
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,7 @@ METRICS = (
     Metric("latency p50 ms (burst)", _field("burst", "latP50ms"), higher_is_better=False),
     Metric("latency p99 ms (burst)", _field("burst", "latP99ms"), higher_is_better=False),
     Metric("latency p50 ms (paced)", _field("paced", "latP50ms"), higher_is_better=False),
+    Metric("latency p95 ms (paced)", _field("paced", "latP95ms"), higher_is_better=False),
     Metric("latency p99 ms (paced)", _field("paced", "latP99ms"), higher_is_better=False),
     Metric("server CPU us/delivery", _cpu_per_delivery, higher_is_better=False),
     Metric("health p99 ms (burst)", _health_p99, higher_is_better=False),
@@ -196,9 +209,16 @@ def time_renders(snapshot: Path, work: Path, repetitions: int) -> dict[str, floa
 # ---- servers -------------------------------------------------------------------------------
 
 
-def ensure_venv(project: Path) -> Path:
-    """Return a cached virtualenv holding the project's dependencies (not the project itself)."""
-    deps = tomllib.loads((project / "pyproject.toml").read_text())["project"]["dependencies"]
+def project_requirements(project: Path) -> list[str]:
+    """The project's dependencies (not the project itself, which runs from its src/)."""
+    dependencies: list[str] = tomllib.loads((project / "pyproject.toml").read_text())["project"][
+        "dependencies"
+    ]
+    return dependencies
+
+
+def ensure_venv(deps: list[str]) -> Path:
+    """Return the Python of a cached virtualenv holding ``deps``."""
     key = hashlib.sha256(json.dumps([sys.version, deps]).encode()).hexdigest()[:12]
     venv = CACHE / f"venv-{key}"
     python = venv / "bin" / "python"
@@ -425,6 +445,53 @@ class Bench:
             results[server.name].append(self.once(server, config))
         return results
 
+    def capacity(self, steps: Sequence[int]) -> dict[str, list[Result]]:
+        """Climb ``steps`` of clients per server until a step's p95 latency passes the limit.
+
+        Each step is a fresh server and N new clients, then ``CAPACITY_BROADCASTS_PER_S``
+        broadcasts a second to all of them for 5 s. A step fails when the p95 latency of its
+        deliveries or the lateness of its last one reaches ``CAPACITY_P95_MS``, or when a client
+        could not connect or missed a delivery; the steps above it are not run.
+        """
+        results: dict[str, list[Result]] = {s.name: [] for s in self.servers}
+        for server in self.servers:
+            for n in steps:
+                log(f"capacity: {n} clients, {server.name}")
+                config = {
+                    "n": n,
+                    "burst": 0,
+                    "pacedRate": n * CAPACITY_BROADCASTS_PER_S,
+                    "pacedSecs": 5,
+                    "conc": 100,
+                }
+                result = self.once(server, config)
+                results[server.name].append(result)
+                if not within_capacity(result):
+                    break
+        return results
+
+
+def lateness_ms(result: Result) -> float | None:
+    """How long after its scheduled time the paced phase's last broadcast was delivered.
+
+    Each broadcast is stamped when the server actually sends it, so a server that falls behind
+    its schedule shows no growing latency (coordinated omission); the phase's length does.
+    """
+    paced = _phase(result, "paced")
+    if paced is None:
+        return None
+    scheduled_s = (paced["count"] - 1) * paced["intervalMs"] / 1000
+    return max(0.0, (float(paced["seconds"]) - float(scheduled_s)) * 1000)
+
+
+def within_capacity(result: Result) -> bool:
+    """Whether a capacity step held: every client connected and served, in time."""
+    paced = _phase(result, "paced")
+    if paced is None or result["connected"] < result["cfg"]["n"] or not paced["complete"]:
+        return False
+    late = lateness_ms(result)
+    return paced["latP95ms"] < CAPACITY_P95_MS and late is not None and late < CAPACITY_P95_MS
+
 
 # ---- report --------------------------------------------------------------------------------
 
@@ -447,25 +514,26 @@ def ratio(app: float | None, base: float | None) -> float | None:
     return app / base if app is not None and base else None
 
 
-def fan_out_table(n: int, results: dict[str, list[Result]], app: str, base: str | None) -> Result:
-    """Print the medians at one N; return them."""
+def fan_out_table(n: int, results: dict[str, list[Result]], app: str) -> Result:
+    """Print the medians at one N, every server's with its ratio to Node's; return them."""
     medians = {
         name: {m.label: median([m.read(r) for r in runs]) for m in METRICS}
         for name, runs in results.items()
     }
-    before = BEFORE if BEFORE in results else None
-    print(f"\nN={n}  (medians of {len(results[app])}; ratio = {app} / {base})")
-    extra = f" {BEFORE:>10} {app + '/' + BEFORE:>14}" if before else ""
-    print(f"  {'figure':26} {app:>10} {base or '':>10} {'ratio':>7}{extra}")
+    others = [name for name in results if name != app]
+    base = NODE if NODE in results else None
+    print(f"\nN={n}  (medians of {len(results[app])}; ratios: {app} / each other server)")
+    print(f"  {'figure':26} {app:>10}" + "".join(f" {name:>10} {'ratio':>6}" for name in others))
     for m in METRICS:
         a = medians[app][m.label]
-        b = medians[base][m.label] if base else None
-        r = ratio(a, b)
-        better = "" if r is None else ("  better" if (r >= 1) == m.higher_is_better else "  worse")
-        if before:
-            earlier = medians[before][m.label]
-            better = f" {fmt(earlier):>10} {fmt(ratio(a, earlier)):>14}{better}"
-        print(f"  {m.label:26} {fmt(a):>10} {fmt(b):>10} {fmt(r):>7}{better}")
+        line = f"  {m.label:26} {fmt(a):>10}"
+        for name in others:
+            b = medians[name][m.label]
+            line += f" {fmt(b):>10} {fmt(ratio(a, b)):>6}"
+        r = ratio(a, medians[base][m.label]) if base else None
+        if r is not None:
+            line += "  better" if (r >= 1) == m.higher_is_better else "  worse"
+        print(line)
     return medians
 
 
@@ -612,6 +680,28 @@ def _growth(result: Result) -> float | None:
     return float(burst["peakRssKb"]) - float(before)
 
 
+def capacity_summary(results: dict[str, list[Result]]) -> Result:
+    """Per server, the most clients a step held, and each step's p95; printed."""
+    print(
+        f"\nCapacity: clients served while the p95 latency of {CAPACITY_BROADCASTS_PER_S} "
+        f"broadcasts/s to all, and the last one's lateness, stay under {CAPACITY_P95_MS:.0f} ms"
+    )
+    summary: Result = {}
+    for name, steps in results.items():
+        held = [r["cfg"]["n"] for r in steps if within_capacity(r)]
+        p95s = {r["cfg"]["n"]: _field("paced", "latP95ms")(r) for r in steps}
+        late = {r["cfg"]["n"]: lateness_ms(r) for r in steps}
+        summary[name] = {
+            "clients": max(held, default=0),
+            "p95 ms by clients": p95s,
+            "last broadcast late ms by clients": late,
+        }
+        ladder = ", ".join(f"{n:,}: {fmt(p95s[n])}/{fmt(late[n])} ms" for n in p95s)
+        top = "" if len(held) < len(CAPACITY_STEPS) else " (the top step)"
+        print(f"  {name:10} {max(held, default=0):>7,}{top}   p95/last late: {ladder}")
+    return summary
+
+
 def idle_summary(n: int, results: dict[str, list[Result]]) -> Result:
     """Medians of the idle-connection runs per server, printed."""
     summary: Result = {}
@@ -631,46 +721,46 @@ def idle_summary(n: int, results: dict[str, list[Result]]) -> Result:
     return summary
 
 
-def goals(report: Result, app: str, base: str | None) -> list[tuple[str, str, bool | None]]:
-    """The issue's goals: (goal, measured, met); met is None when it was not measured."""
+def goals(report: Result, app: str) -> list[tuple[str, str, bool | None]]:
+    """The issues' goals: (goal, measured, met); met is None when it was not measured."""
     rows: list[tuple[str, str, bool | None]] = []
+
+    def at_least(goal: str, value: float | None, bound: float, unit: str = "x") -> None:
+        rows.append((goal, f"{fmt(value)}{unit}", None if value is None else value >= bound))
+
+    def at_most(goal: str, value: float | None, bound: float, unit: str) -> None:
+        rows.append((goal, f"{fmt(value)}{unit}", None if value is None else value <= bound))
+
     fan = report.get("fan_out", {})
     for n in (1000, 5000):
-        m = fan.get(str(n))
-        r = (
-            ratio(m[app]["deliveries/s (burst)"], m[base]["deliveries/s (burst)"])
-            if m and base
-            else None
+        m = fan.get(str(n), {})
+        ours = m.get(app, {})
+        for peer, bound in ((NODE, 1.3), (WEBSOCKETS, 1.1)):
+            theirs = m.get(peer, {})
+            r = ratio(ours.get("deliveries/s (burst)"), theirs.get("deliveries/s (burst)"))
+            at_least(f"deliveries/s >= {bound}x {peer}, N={n}", r, bound)
+        at_most(
+            f"health p99 <= 50 ms during the N={n} burst",
+            ours.get("health p99 ms (burst)"),
+            50,
+            " ms",
         )
-        rows.append(
-            (f"deliveries/s >= 1.0x baseline, N={n}", f"{fmt(r)}x", None if r is None else r >= 1)
-        )
-        c = (
-            ratio(m[app]["server CPU us/delivery"], m[base]["server CPU us/delivery"])
-            if m and base
-            else None
-        )
-        rows.append(
-            (f"CPU/delivery <= baseline, N={n}", f"{fmt(c)}x", None if c is None else c <= 1)
-        )
-    h = fan.get("5000", {}).get(app, {}).get("health p99 ms (burst)")
-    rows.append(
-        (
-            "health p99 <= 100 ms during N=5000 burst",
-            f"{fmt(h)} ms",
-            None if h is None else h <= 100,
-        )
-    )
+    m = fan.get("5000", {})
+    accept = ratio(m.get(app, {}).get("connections/s"), m.get(NODE, {}).get("connections/s"))
+    at_least(f"connections/s >= {NODE}'s, N=5000", accept, 1.0)
     idle = report.get("idle", {}).get(app)
     if idle:
-        kb = idle["RSS KB/connection"]
-        rows.append(
-            ("<= 16 KB RSS per idle connection", f"{fmt(kb)} KB", kb is not None and kb <= 16)
-        )
+        at_most("<= 10 KB RSS per idle connection", idle["RSS KB/connection"], 10, " KB")
         held = idle["open at end"]
         rows.append(
             (f"{report['idle_n']:,} connections held", f"{held:,}", held >= report["idle_n"])
         )
+    capacity = report.get("capacity", {})
+    if app in capacity:
+        for peer in (NODE, WEBSOCKETS):
+            if peer in capacity:
+                ours, theirs = capacity[app]["clients"], capacity[peer]["clients"]
+                rows.append((f"capacity >= {peer}'s", f"{ours:,} / {theirs:,}", ours >= theirs))
     slow = report.get("slow", {}).get(app)
     if slow:
         change = slow["p99 change"]
@@ -711,7 +801,7 @@ def goals(report: Result, app: str, base: str | None) -> list[tuple[str, str, bo
     return rows
 
 
-def machine(python: Path, node_dir: Path | None) -> Result:
+def machine(python: Path, node_dir: Path | None, peer_python: Path | None) -> Result:
     """Machine and versions, for the record."""
     versions = run(
         [
@@ -737,6 +827,10 @@ def machine(python: Path, node_dir: Path | None) -> Result:
         "uvloop": versions[2],
         "copier": run([sys.executable, "-m", "copier", "--version"]).split()[-1],
     }
+    if peer_python is not None:
+        info["websockets"] = run(
+            [str(peer_python), "-c", "import websockets; print(websockets.__version__)"]
+        ).strip()
     if node_dir is not None:
         info["node"] = run(["node", "--version"]).strip()
         info["ws"] = json.loads((node_dir / "node_modules" / "ws" / "package.json").read_text())[
@@ -782,6 +876,15 @@ def parse_args() -> argparse.Namespace:
         default=HERE / "loadgen.mjs",
         help="load generator (e.g. ../shared/bench/client.js; same config and output)",
     )
+    parser.add_argument(
+        "--peer",
+        type=Path,
+        default=REPO.parent / "shared" / "bench" / "python-websockets-peer",
+        help="the python-websockets peer's folder, with its server.py (skipped when missing)",
+    )
+    parser.add_argument(
+        "--no-capacity", action="store_true", help="skip the capacity ladder (the longest run)"
+    )
     parser.add_argument("--idle", type=int, default=10_000, help="idle connections (0: skip)")
     parser.add_argument(
         "--wave", type=int, default=2000, help="clients in the reconnect wave (0: skip)"
@@ -826,7 +929,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     """Render, install, benchmark and report."""
     args = parse_args()
-    raise_open_files(max([*args.ns, args.idle]) + 1000)
+    raise_open_files(max([*args.ns, args.idle, *CAPACITY_STEPS]) + 1000)
     report: Result = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     with tempfile.TemporaryDirectory(prefix="vip-bench-") as tmp:
         work = Path(tmp)
@@ -836,7 +939,7 @@ def main() -> None:
         snapshot = snapshot_template(args.template, work / "template")
         project = render(snapshot, work / "project")
         package = next(p.parent.name for p in (project / "src").glob("*/__main__.py"))
-        python = ensure_venv(project)
+        python = ensure_venv(project_requirements(project))
         app = Server(
             "python",
             [str(python), "-m", package],
@@ -851,20 +954,27 @@ def main() -> None:
             servers.append(
                 Server(
                     BEFORE,
-                    [str(ensure_venv(earlier)), "-m", package],
+                    [str(ensure_venv(project_requirements(earlier))), "-m", package],
                     earlier,
                     {"PYTHONPATH": str(earlier / "src")},
                     replays=True,
                 )
             )
+        peer_python = None
+        if (args.peer / "server.py").is_file():
+            peer_python = ensure_venv(PEER_REQUIREMENTS)
+            argv = [str(peer_python), "server.py"]
+            # broadcast() to every client at once, as the library documents it.
+            servers.append(Server(WEBSOCKETS, argv, args.peer, {"UVLOOP": "1"}))
+        else:
+            log(f"no python-websockets peer at {args.peer}: skipped")
         node_dir = None
         if args.baseline.is_dir() and shutil.which("node"):
             node_dir = ensure_node_baseline(args.baseline)
-            servers.append(Server("node", ["node", "server.js"], node_dir))
+            servers.append(Server(NODE, ["node", "server.js"], node_dir))
         else:
-            log(f"no Node baseline at {args.baseline}: the app alone, no ratios")
-        base = "node" if node_dir else None
-        report["machine"] = machine(python, node_dir)
+            log(f"no Node baseline at {args.baseline}: no ratios to Node")
+        report["machine"] = machine(python, node_dir, peer_python)
         wait_for_quiet(args.wait_quiet, 0.5)
         report["load_before"] = os.getloadavg()
         if not args.no_render_timing:
@@ -875,11 +985,14 @@ def main() -> None:
         report["fan_out"] = {}
         for n in args.ns:
             raw[f"fan_out_{n}"] = results = bench.fan_out(n)
-            report["fan_out"][str(n)] = fan_out_table(n, results, app.name, base)
+            report["fan_out"][str(n)] = fan_out_table(n, results, app.name)
         if args.channels:
             layouts = (0, 1000, 1)
             raw["channels"] = results = bench.channels(args.channels, layouts)
             report["channels"] = channels_summary(args.channels, results)
+        if not args.no_capacity:
+            raw["capacity"] = results = bench.capacity(CAPACITY_STEPS)
+            report["capacity"] = capacity_summary(results)
         if args.slow_n:
             raw["slow"] = bench.slow_client(args.slow_n, args.slow_burst, args.slow_limit)
             report["slow_limit"] = args.slow_limit
@@ -908,7 +1021,7 @@ def main() -> None:
                 f"\ncopier copy {r['copy_s']:.2f} s,"
                 f" copier update v1 -> v2 {r['update_s']:.2f} s (medians)"
             )
-        report["goals"] = goals(report, app.name, base)
+        report["goals"] = goals(report, app.name)
         print(f"\nmachine: {json.dumps(report['machine'])}")
         print(f"load average before/after: {report['load_before']} / {report['load_after']}")
         if args.json:
