@@ -530,12 +530,19 @@ class Hub:
         # bypasses aiohttp's per-send path (two coroutines and a copy), which cost 20-30 % of the
         # fan-out's throughput (docs/performance.md of vip-skeleton).
         limit = self._max_client_buffer_bytes
-        clients = stream.subscribers() if catching_up else tuple(stream.clients.items())
-        written = len(clients)
-        for start in range(0, len(clients), YIELD_EVERY):
+        # Two flat lists, not a tuple per client: a fan-out allocates nothing per client that the
+        # garbage collector tracks, so it sets off no collection (a full one paused the event
+        # loop for 137 ms at 5,000 clients, when each fan-out made 5,000 tuples).
+        sockets, transports = [*stream.clients], [*stream.clients.values()]
+        if catching_up:
+            sockets += stream.catching_up
+            transports += [catching_up.transport for catching_up in stream.catching_up.values()]
+        written = len(sockets)
+        for start in range(0, len(sockets), YIELD_EVERY):
             if start:
                 await asyncio.sleep(0)  # keep the health check fast during a large fan-out
-            for ws, transport in clients[start : start + YIELD_EVERY]:
+            end = start + YIELD_EVERY
+            for ws, transport in zip(sockets[start:end], transports[start:end], strict=True):
                 if ws.closed or transport.is_closing():
                     self.leave(ws)  # closing: no data frame may follow a close frame
                     written -= 1
