@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import resource
@@ -46,6 +47,7 @@ async def serve(settings: Settings, broker: Broker, metrics: Metrics) -> None:
         keepalive_timeout=IDLE_TIMEOUT,
     )
     await runner.setup()
+    _calm_the_garbage_collector()
     # Plain HTTP on all interfaces: the platform terminates TLS in front of the app.
     site = web.TCPSite(runner, settings.host, settings.port, backlog=2048, reuse_address=True)
     try:
@@ -67,6 +69,21 @@ async def serve(settings: Settings, broker: Broker, metrics: Metrics) -> None:
     await app[HUB_KEY].drain(settings.drain_seconds)
     await runner.cleanup()
     logger.info("stopped")
+
+
+def _calm_the_garbage_collector() -> None:
+    """Keep the cyclic garbage collector's work small with thousands of connections.
+
+    Each connection brings about 70 objects the collector tracks. With Python's defaults, a wave
+    of 5,000 connections spent a quarter of its time in the collector, in pauses of up to 83 ms;
+    with these settings, 5 % (docs/performance.md of vip-skeleton). What start-up made (modules,
+    the app) lives as long as the process: frozen, no collection looks at it again. The youngest
+    objects are collected every 10,000 allocations instead of 700, so the full collections that
+    scan every connection's objects come far less often.
+    """
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(10_000, middle, oldest)
 
 
 def _fastest_event_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
