@@ -30,8 +30,8 @@ from urllib.parse import urlsplit
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from vip_skeleton.answers import read_answers
 from vip_skeleton.errors import CliError
-from vip_skeleton.project import read_answers
 
 Status = Literal["pass", "warn", "fail", "skip"]
 

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vip_skeleton import __version__, check, project, source
-from vip_skeleton.errors import CliError
+from vip_skeleton.errors import CliError, one_line
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -101,7 +101,7 @@ def reported() -> Iterator[None]:
     except Exception as exc:
         if os.environ.get("VIP_SKELETON_DEBUG"):
             raise
-        message = f"unexpected {type(exc).__name__}: {project.one_line(exc)}"
+        message = f"unexpected {type(exc).__name__}: {one_line(exc)}"
         err.print(
             f"[red]error:[/red] {message} (VIP_SKELETON_DEBUG=1 shows a traceback)", soft_wrap=True
         )
