@@ -225,11 +225,10 @@ def _render(report: check.Report) -> None:
     styles = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
     table = Table(title=f"vip-skeleton check {report.target} ({report.url})")
     table.add_column("rule")
-    table.add_column("req")
     table.add_column("status")
     table.add_column("detail", overflow="fold")
     for r in report.results:
-        table.add_row(r.rule, r.requirement, f"[{styles[r.status]}]{r.status}[/]", r.detail)
+        table.add_row(r.rule, f"[{styles[r.status]}]{r.status}[/]", r.detail)
     out.print(table)
     verdict = "[green]all rules pass[/]" if report.ok else "[red]some rules fail[/]"
     out.print(verdict)
