@@ -304,16 +304,11 @@ def test_plain_copier_copy_needs_no_trust_but_migrating_update_does(
 ) -> None:
     """What `copier copy`/`copier update` users see with this template (no vip-skeleton CLI)."""
     repo = tmp_path / "tpl"
-    shutil.copytree(releases[0], repo)
-    commit_all(repo, "0.0.1")
-    git(repo, "tag", "0.0.1")
+    source.import_snapshot(releases[0], "0.0.1", repo)
     dest = tmp_path / "plain"
     copier.run_copy(str(repo), dest, defaults=True, unsafe=False, quiet=True)
     commit_all(dest, "Generate")
-    shutil.rmtree(repo / "template")
-    shutil.copytree(releases[1] / "template", repo / "template")
-    commit_all(repo, "0.1.0")
-    git(repo, "tag", "0.1.0")
+    source.import_snapshot(releases[1], "0.1.0", repo)
     with pytest.raises(UnsafeTemplateError):
         copier.run_update(dest, defaults=True, overwrite=True, unsafe=False, quiet=True)
     copier.run_update(dest, defaults=True, overwrite=True, unsafe=True, quiet=True)
@@ -327,18 +322,13 @@ def test_foreign_template_records_absolute_path_and_needs_trust_to_migrate(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     repo = tmp_path / "tpl"
-    shutil.copytree(releases[0], repo)
-    commit_all(repo, "0.0.1")
-    git(repo, "tag", "0.0.1")
+    source.import_snapshot(releases[0], "0.0.1", repo)
     monkeypatch.chdir(tmp_path)
     assert run("new", "made", "--template", "tpl", "--defaults").exit_code == 0
     made = tmp_path / "made"
     assert answers(made)["_src_path"] == str(repo)
     commit_all(made, "Generate")
-    shutil.rmtree(repo / "template")
-    shutil.copytree(releases[1] / "template", repo / "template")
-    commit_all(repo, "0.1.0")
-    git(repo, "tag", "0.1.0")
+    source.import_snapshot(releases[1], "0.1.0", repo)
     monkeypatch.chdir(made / "src")
 
     refused = run("update", "..")

@@ -12,6 +12,7 @@ import base64
 import contextlib
 import http.client
 import os
+import random
 import re
 import signal
 import socket
@@ -50,6 +51,8 @@ SHUTDOWN_CODES = (1001, 1012)
 VALID_WS_PATHS = ("/_ws/", "/_ws/preflight/check")
 INVALID_WS_PATHS = ("/_ws", "/ws/", "/socket.io", "/liveblog/_ws/", "/")
 SIGTERM_CLIENTS = 3
+#: The ports the platform gives an app as ``PORT``; ``check`` starts a project's app on one.
+PLATFORM_PORTS = range(3001, 4000)
 
 
 @dataclass(frozen=True)
@@ -375,11 +378,22 @@ def check_running(endpoint: Endpoint, *, socketio: bool | None) -> list[RuleResu
 
 
 def free_port() -> int:
-    """Return a TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """Return a port of ``PLATFORM_PORTS`` that was free on 127.0.0.1 a moment ago.
+
+    Raises:
+        CliError: none of 50 ports tried at random was free.
+    """
+    for _ in range(50):
+        port = random.choice(PLATFORM_PORTS)  # noqa: S311 - not for security
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
         return port
+    raise CliError(
+        f"no free port in {PLATFORM_PORTS.start}-{PLATFORM_PORTS.stop - 1} to start the app on"
+    )
 
 
 def _interpreter(project: Path) -> tuple[str, dict[str, str]]:
