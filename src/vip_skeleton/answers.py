@@ -28,3 +28,17 @@ def read_answers(dest: Path) -> dict[str, Any]:
     if not isinstance(answers, dict):
         raise CliError(f"{path} is not a YAML mapping")
     return answers
+
+
+def recorded_template(dest: Path) -> tuple[str, str]:
+    """Return the template source (``_src_path``) and version (``_commit``) ``dest`` was made from.
+
+    Raises:
+        CliError: ``dest`` has no readable answers file, or it records no source or version.
+    """
+    answers = read_answers(dest)
+    src_path = str(answers.get("_src_path") or "")
+    commit = str(answers.get("_commit") or "")
+    if not src_path or not commit:
+        raise CliError(f"{dest / ANSWERS_FILE} does not record _src_path and _commit")
+    return src_path, commit

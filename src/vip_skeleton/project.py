@@ -17,7 +17,7 @@ from packaging.version import InvalidVersion, Version
 from plumbum import ProcessExecutionError
 
 from vip_skeleton import source
-from vip_skeleton.answers import ANSWERS_FILE, read_answers
+from vip_skeleton.answers import ANSWERS_FILE, read_answers, recorded_template
 from vip_skeleton.errors import CliError, one_line
 
 Conflict = Literal["inline", "rej"]
@@ -218,11 +218,7 @@ def plan_update(dest: Path, vcs_ref: str | None, trust: bool) -> Plan:
     Raises:
         CliError: the project cannot be updated; the message says why and what to do.
     """
-    answers = read_answers(dest)
-    src_path = str(answers.get("_src_path") or "")
-    current = str(answers.get("_commit") or "")
-    if not src_path or not current:
-        raise CliError(f"{dest / ANSWERS_FILE} does not record _src_path and _commit")
+    src_path, current = recorded_template(dest)
     if not source.is_cache_url(src_path):
         _require_recorded_source(dest, src_path)
         return Plan(ref=vcs_ref, unsafe=trust, current=current)
@@ -323,11 +319,7 @@ def check_update(dest: Path) -> UpdateStatus:
     Raises:
         CliError: not a project, or the template's tags cannot be listed.
     """
-    answers = read_answers(dest)
-    src_path = str(answers.get("_src_path") or "")
-    current = str(answers.get("_commit") or "")
-    if not src_path or not current:
-        raise CliError(f"{dest / ANSWERS_FILE} does not record _src_path and _commit")
+    src_path, current = recorded_template(dest)
     if source.is_cache_url(src_path):
         return UpdateStatus(current=current, latest=source.bundled_source().tag)
     _require_recorded_source(dest, src_path)
