@@ -20,7 +20,6 @@ import platform
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,10 +35,11 @@ from typing import Any
 
 import copier
 
+from vip_skeleton.check import free_port
+from vip_skeleton.source import import_snapshot
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-#: What a template snapshot holds: the files copier reads, nothing of the work tree's state.
-TEMPLATE_FILES = ("copier.yml", "template")
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vip-skeleton-bench"
 PINNED_SERVER, PINNED_CLIENT = ["taskset", "-c", "0"], ["taskset", "-c", "1"]
 #: Deliveries per burst phase: the burst's broadcast count is this divided by N (at least 20).
@@ -149,22 +149,6 @@ def git(cwd: Path, *args: str) -> None:
 # ---- rendering -----------------------------------------------------------------------------
 
 
-def snapshot_template(template: Path, dest: Path) -> Path:
-    """Commit the files of the ``template`` repository into a new one at ``dest``, tagged ``v1``."""
-    dest.mkdir(parents=True)
-    for name in TEMPLATE_FILES:
-        source = template / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, dest / name)
-    git(dest, "init", "-q", "-b", "main")
-    git(dest, "add", "-A")
-    git(dest, "commit", "-q", "-m", "template snapshot")
-    git(dest, "tag", "v1")
-    return dest
-
-
 def render(snapshot: Path, dest: Path, ref: str = "HEAD") -> Path:
     """Render the snapshot at ``ref`` into ``dest`` with default answers."""
     copier.run_copy(str(snapshot), str(dest), defaults=True, vcs_ref=ref, quiet=True)
@@ -246,14 +230,6 @@ def ensure_node_baseline(source: Path) -> Path:
             path.chmod(path.stat().st_mode | 0o200)  # the source may be read-only
         run(["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=copy)
     return copy
-
-
-def free_port() -> int:
-    """Return a TCP port that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def healthy(port: int) -> bool:
@@ -416,7 +392,10 @@ class Bench:
             for drain in drains if rep % 2 == 0 else drains[::-1]:
                 log(f"deploy of {n} clients rep {rep + 1}, DRAIN_SECONDS={drain:g}")
                 self.runs += 1
-                old_port, new_port = free_port(), free_port()
+                old_port = free_port()
+                new_port = free_port()
+                while new_port == old_port:
+                    new_port = free_port()
                 env = {"DRAIN_SECONDS": str(drain)}
                 with (
                     started(app, old_port, env, self.work) as old_pid,
@@ -936,7 +915,9 @@ def main() -> None:
         settings = work / "copier-settings.yml"
         settings.write_text("defaults: {}\n")
         os.environ["COPIER_SETTINGS_PATH"] = str(settings)  # the user's copier defaults stay out
-        snapshot = snapshot_template(args.template, work / "template")
+        # The template files vip-skeleton itself imports, as they are in the work tree.
+        snapshot = work / "template"
+        import_snapshot(args.template, "v1", snapshot)
         project = render(snapshot, work / "project")
         package = next(p.parent.name for p in (project / "src").glob("*/__main__.py"))
         python = ensure_venv(project_requirements(project))
@@ -950,7 +931,8 @@ def main() -> None:
         )
         servers = [app]
         if args.before:
-            earlier = render(snapshot_template(args.before, work / "before"), work / "before-app")
+            import_snapshot(args.before, "v1", work / "before")
+            earlier = render(work / "before", work / "before-app")
             servers.append(
                 Server(
                     BEFORE,

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
-import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +11,9 @@ from typing import Any
 import copier
 import pytest
 
+from vip_skeleton import __version__, source
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-#: What a template snapshot holds: the files copier reads, nothing of the developer's work tree.
-TEMPLATE_FILES = ("copier.yml", "template")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -59,40 +56,16 @@ def git(cwd: Path, *args: str) -> str:
     return result.stdout
 
 
-def snapshot_template(dest: Path, tag: str | None = None) -> Path:
-    """Copy the template's files into a new git repository at ``dest``, committed (and tagged)."""
-    dest.mkdir(parents=True)
-    for name in TEMPLATE_FILES:
-        source = REPO_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, dest / name)
-    git(dest, "init", "-q", "-b", "main")
-    git(dest, "add", "-A")
-    git(dest, "commit", "-q", "-m", "template snapshot")
-    if tag:
-        git(dest, "tag", tag)
-    return dest
-
-
 @pytest.fixture(scope="session")
 def template_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One committed snapshot of the template, so renders never depend on a dirty work tree."""
-    return snapshot_template(tmp_path_factory.mktemp("snapshot") / "template")
+    """One committed snapshot of the template, so renders never depend on a dirty work tree.
 
-
-def platform_port() -> int:
-    """Return a free port in 3001-3999, the range the platform's preflight picks ``PORT`` from."""
-    for _ in range(50):
-        port = random.randint(3001, 3999)  # noqa: S311 - not for security
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port in 3001-3999")
+    It holds the files vip-skeleton itself imports (``source.import_snapshot``), as they are in
+    the work tree, tagged with the package version.
+    """
+    snapshot = tmp_path_factory.mktemp("snapshot") / "template"
+    source.import_snapshot(REPO_ROOT, __version__, snapshot)
+    return snapshot
 
 
 def render(template: Path, dest: Path, **data: Any) -> Path:

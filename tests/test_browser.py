@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import platform_port, render
+from conftest import render
+from vip_skeleton.check import free_port
 
 CHROMIUM = next(
     (
@@ -87,7 +88,7 @@ def page_factory() -> Iterator[object]:
 
 
 def test_page_reconnects_after_the_server_restarts(project: Path, page_factory: object) -> None:
-    port = platform_port()
+    port = free_port()
     app = start_app(project, port)
     page = page_factory()  # type: ignore[operator]
     errors: list[str] = []
@@ -134,7 +135,7 @@ def test_page_reconnects_after_the_server_restarts(project: Path, page_factory: 
 
 
 def test_two_pages_chat_across_a_server_restart(project: Path, page_factory: object) -> None:
-    port = platform_port()
+    port = free_port()
     app = start_app(project, port)
     pages = [page_factory() for _ in range(2)]  # type: ignore[operator]
     errors: list[str] = []

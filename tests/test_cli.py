@@ -20,6 +20,7 @@ from vip_skeleton import __version__, check
 from vip_skeleton.cli import app
 
 FIXTURE_PROJECT = FIXTURES / "preflight_project"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def run(*args: str) -> Result:
@@ -144,7 +145,7 @@ def test_check_passes_the_generated_project(tmp_path: Path, env: dict[str, str])
     assert run("new", str(dest), "--defaults").exit_code == 0
     code, statuses = check_json(str(dest))
     assert code == 0, statuses
-    assert list(statuses) == [rule for rule, _ in check.RULES]
+    assert list(statuses) == list(check.RULES)
     assert "fail" not in statuses.values()
 
 
@@ -164,7 +165,7 @@ def test_check_project_directory(
 ) -> None:
     monkeypatch.setenv("FIXTURE_MODE", mode)
     code, statuses = check_json(str(FIXTURE_PROJECT), "--startup-timeout", "10")
-    assert list(statuses) == [rule for rule, _ in check.RULES]
+    assert list(statuses) == list(check.RULES)
     assert {rule for rule, status in statuses.items() if status == "fail"} == failing
     assert code == (1 if failing else 0)
 
@@ -206,7 +207,7 @@ def running_app(request: pytest.FixtureRequest) -> Iterator[str]:
 def test_check_url(running_app: str, failing: set[str]) -> None:
     code, statuses = check_json(running_app)
     assert {rule for rule, status in statuses.items() if status == "fail"} == failing
-    assert list(statuses) == [rule for rule, _ in check.RULES]
+    assert list(statuses) == list(check.RULES)
     assert statuses["port"] == statuses["startup"] == statuses["sigterm"] == "skip"
     assert code == (1 if failing else 0)
 
@@ -217,6 +218,32 @@ def test_check_table_output(running_app: str) -> None:
     assert result.exit_code == 0
     assert "health-get" in result.stdout
     assert "all rules pass" in result.stdout
+
+
+@pytest.mark.parametrize("running_app", ["good"], indirect=True)
+def test_check_json_gives_each_rule_with_its_requirement(running_app: str) -> None:
+    report = json.loads(run("check", running_app, "--json").stdout)
+    given = [(r["rule"], r["requirement"]) for r in report["results"]]
+    assert given == [(rule.name, rule.requirement) for rule in check.RULES.values()]
+
+
+def test_the_rules_table_of_the_docs_is_check_rules() -> None:
+    """docs/cli.md's table of rules says what ``check.RULES`` says, row for row."""
+    expected = [
+        "| rule | requirement (pass) | warn | fail |",
+        "|---|---|---|---|",
+        *(
+            f"| `{rule.name}` | {rule.requirement} | {rule.warns} | {rule.fails} |"
+            for rule in check.RULES.values()
+        ),
+    ]
+    lines = (DOCS / "cli.md").read_text().splitlines()
+    assert expected[0] in lines, "docs/cli.md has no rules table; it should read:\n" + "\n".join(
+        expected
+    )
+    start = lines.index(expected[0])
+    documented = lines[start : lines.index("", start)]
+    assert documented == expected, "docs/cli.md's rules table should read:\n" + "\n".join(expected)
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,8 @@ import yaml
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import platform_port, render
+from conftest import render
+from vip_skeleton.check import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONTAINER_SCRIPTS = REPO_ROOT / "tests" / "container"
@@ -261,7 +262,7 @@ class Containers:
 
     def start(self) -> tuple[str, int]:
         name = f"vip-skeleton-test-{uuid.uuid4().hex[:12]}"
-        port = platform_port()
+        port = free_port()
         self.names.append(name)
         started = time.monotonic()
         run = _run(

@@ -39,7 +39,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from conftest import git, platform_port, render
+from conftest import git, render
+from vip_skeleton.check import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PLATFORM = REPO_ROOT / "tests" / "platform"
@@ -153,7 +154,7 @@ def _platform_build(project: Path, env: dict[str, str] | None = None) -> tuple[s
 def _start_stop_check(project: Path, env: dict[str, str] | None = None) -> None:
     """``npm start`` with a random PORT: health 200, integers on /_ws/, SIGTERM to npm -> 1012."""
     assert NPM is not None
-    port = platform_port()
+    port = free_port()
     run_env = {**(env or os.environ), "PORT": str(port), "NODE_ENV": "production"}
     run_env["TICK_SECONDS"] = "0.1"
     log = project.parent / f"{project.name}-npm-start.log"  # outside the checkout
@@ -486,7 +487,7 @@ def test_platform_build_in_node_image_stand_in(
         assert build.returncode == 0, "podman build failed:\n" + _tail(output, 60)
         print(f"\npodman build on the node stand-in: {time.monotonic() - started:.1f} s")
         assert "no pip in this python3: fetching pip" in output, _tail(output)
-        port = platform_port()
+        port = free_port()
         run = _run(
             [podman, "run", "-d", "--name", name, "--read-only", "--tmpfs", "/tmp",  # noqa: S108
              "--network=host", "-e", f"PORT={port}", "-e", "NODE_ENV=production",

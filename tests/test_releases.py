@@ -17,7 +17,8 @@ from pathlib import Path
 import yaml
 from packaging.version import InvalidVersion, Version
 
-from conftest import REPO_ROOT, git, snapshot_template
+from conftest import REPO_ROOT, git
+from vip_skeleton.source import import_snapshot
 
 
 def copier(cwd: Path, *args: str) -> None:
@@ -42,6 +43,19 @@ def commit_project(project: Path) -> None:
     git(project, "init", "-q", "-b", "main")
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", "Generate")
+
+
+def upstream_at(path: Path, version: str) -> Path:
+    """A template repository at ``path``: this template's files, committed and tagged."""
+    import_snapshot(REPO_ROOT, version, path)
+    return path
+
+
+def commit_file(repo: Path, name: str, text: str, message: str) -> None:
+    """Add ``template/name`` holding ``text`` to ``repo`` and commit it."""
+    (repo / "template" / name).write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
 
 
 def release_versions(tags: list[str]) -> list[str]:
@@ -77,14 +91,10 @@ def test_the_version_and_the_tags_match_the_changelog() -> None:
 
 
 def test_a_clone_copies_the_newest_release_and_updates_without_trust(tmp_path: Path) -> None:
-    upstream = snapshot_template(tmp_path / "upstream", tag="0.1.0")
-    (upstream / "template" / "RELEASED.md").write_text("0.2.0\n")
-    git(upstream, "add", "-A")
-    git(upstream, "commit", "-q", "-m", "Release 0.2.0")
+    upstream = upstream_at(tmp_path / "upstream", "0.1.0")
+    commit_file(upstream, "RELEASED.md", "0.2.0\n", "Release 0.2.0")
     git(upstream, "tag", "0.2.0")
-    (upstream / "template" / "UNRELEASED.md").write_text("main\n")
-    git(upstream, "add", "-A")
-    git(upstream, "commit", "-q", "-m", "Work after 0.2.0")
+    commit_file(upstream, "UNRELEASED.md", "main\n", "Work after 0.2.0")
     git(tmp_path, "clone", "-q", str(upstream), "clone")
     clone = str(tmp_path / "clone")
 
@@ -106,7 +116,7 @@ def test_a_clone_copies_the_newest_release_and_updates_without_trust(tmp_path: P
 
 
 def test_a_clone_without_tags_records_the_commit_and_updates(tmp_path: Path) -> None:
-    upstream = snapshot_template(tmp_path / "upstream", tag="0.1.0")
+    upstream = upstream_at(tmp_path / "upstream", "0.1.0")
     git(tmp_path, "clone", "-q", "--no-tags", str(upstream), "clone")
     clone = str(tmp_path / "clone")
     copier(tmp_path, "copy", clone, "project")
@@ -114,9 +124,7 @@ def test_a_clone_without_tags_records_the_commit_and_updates(tmp_path: Path) -> 
     assert git(upstream, "rev-parse", "HEAD").startswith(first)
     commit_project(tmp_path / "project")
 
-    (upstream / "template" / "LATER.md").write_text("later\n")
-    git(upstream, "add", "-A")
-    git(upstream, "commit", "-q", "-m", "Later work")
+    commit_file(upstream, "LATER.md", "later\n", "Later work")
     git(tmp_path / "clone", "pull", "-q", "--no-tags")
     copier(tmp_path / "project", "update")
     assert git(upstream, "rev-parse", "HEAD").startswith(recorded_commit(tmp_path / "project"))

@@ -302,17 +302,11 @@ def test_plain_copier_copy_and_update_need_no_trust(
 ) -> None:
     """What `copier copy`/`copier update` users see with this template (no vip-skeleton CLI)."""
     repo = tmp_path / "tpl"
-    shutil.copytree(releases[0], repo)
-    commit_all(repo, "0.0.1")
-    git(repo, "tag", "0.0.1")
+    source.import_snapshot(releases[0], "0.0.1", repo)
     dest = tmp_path / "plain"
     copier.run_copy(str(repo), dest, data={"socketio": False}, defaults=True, quiet=True)
     commit_all(dest, "Generate")
-    shutil.copy2(releases[1] / "copier.yml", repo / "copier.yml")
-    shutil.rmtree(repo / "template")
-    shutil.copytree(releases[1] / "template", repo / "template")
-    commit_all(repo, "0.1.0")
-    git(repo, "tag", "0.1.0")
+    source.import_snapshot(releases[1], "0.1.0", repo)
 
     copier.run_update(dest, defaults=True, overwrite=True, unsafe=False, quiet=True)
 
@@ -329,21 +323,16 @@ def test_foreign_template_records_absolute_path_and_needs_trust_to_migrate(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     repo = tmp_path / "tpl"
-    shutil.copytree(releases[0], repo)
-    commit_all(repo, "0.0.1")
-    git(repo, "tag", "0.0.1")
+    source.import_snapshot(releases[0], "0.0.1", repo)
     monkeypatch.chdir(tmp_path)
     assert run("new", "made", "--template", "tpl", "--defaults").exit_code == 0
     made = tmp_path / "made"
     assert answers(made)["_src_path"] == str(repo)
     commit_all(made, "Generate")
-    shutil.copy2(releases[1] / "copier.yml", repo / "copier.yml")
-    shutil.rmtree(repo / "template")
-    shutil.copytree(releases[1] / "template", repo / "template")
-    with (repo / "copier.yml").open("a") as config:  # a template of one's own with a migration
+    own = shutil.copytree(releases[1], tmp_path / "own-0.1.0")
+    with (own / "copier.yml").open("a") as config:  # a template of one's own with a migration
         config.write('_migrations:\n  - version: "0.1.0"\n    command: ["git", "--version"]\n')
-    commit_all(repo, "0.1.0")
-    git(repo, "tag", "0.1.0")
+    source.import_snapshot(own, "0.1.0", repo)
     monkeypatch.chdir(made / "src")
 
     refused = run("update", "..")

@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import REPO_ROOT, platform_port
+from conftest import REPO_ROOT
+from vip_skeleton.check import free_port
 
 
 def code_block(readme: Path, heading: str) -> list[str]:
@@ -50,7 +51,7 @@ def test_the_quick_start_and_the_generated_readme_work_as_written(tmp_path: Path
     assert serve == "python -m my_app"  # the package is named after the folder
     result = bash(f"{venv}\n{install_project} -q", project, env)
     assert result.returncode == 0, result.stderr[-3000:]
-    port = platform_port()
+    port = free_port()
     server = subprocess.Popen(
         ["bash", "-ec", f". .venv/bin/activate\nexec {serve}"],
         cwd=project,

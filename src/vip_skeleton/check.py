@@ -12,6 +12,7 @@ import base64
 import contextlib
 import http.client
 import os
+import random
 import re
 import signal
 import socket
@@ -22,7 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 from urllib.parse import urlsplit
@@ -30,12 +31,13 @@ from urllib.parse import urlsplit
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from vip_skeleton.answers import read_answers
 from vip_skeleton.errors import CliError
-from vip_skeleton.project import read_answers
 
 Status = Literal["pass", "warn", "fail", "skip"]
 
 HEALTH_PATH = "/cache-healthcheck?"
+HEALTH_SAMPLES = 5
 HEALTH_WARN_MS = 100.0
 HEALTH_FAIL_MS = 200.0
 HOME_WARN_MS = 1000.0
@@ -49,18 +51,83 @@ SHUTDOWN_CODES = (1001, 1012)
 VALID_WS_PATHS = ("/_ws/", "/_ws/preflight/check")
 INVALID_WS_PATHS = ("/_ws", "/ws/", "/socket.io", "/liveblog/_ws/", "/")
 SIGTERM_CLIENTS = 3
-#: Every rule with the requirements it checks, in report order.
-RULES = (
-    ("port", "R1"),
-    ("startup", "R10"),
-    ("health-get", "R12 R14"),
-    ("health-head", "R12 R14"),
-    ("home", "R16"),
-    ("ws-valid", "R32"),
-    ("ws-invalid", "R32"),
-    ("ws-plain-get", "R33"),
-    ("sigterm", "R18 R39"),
-)
+#: The ports the platform gives an app as ``PORT``; ``check`` starts a project's app on one.
+PLATFORM_PORTS = range(3001, 4000)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One platform rule, as the report, its JSON and the table in docs/cli.md give it.
+
+    Attributes:
+        name: what it checks (``health-get``, ``ws-invalid``, ...), the report's rule column.
+        requirement: what the app must do to pass.
+        warns: what passes but should improve (empty when nothing warns).
+        fails: what fails it (empty when nothing does).
+    """
+
+    name: str
+    requirement: str
+    warns: str = ""
+    fails: str = ""
+
+
+def _health_rule(method: str) -> Rule:
+    """Return the health-check rule for ``method`` (GET and HEAD have one each)."""
+    return Rule(
+        f"health-{method.lower()}",
+        f"the literal {method} {HEALTH_PATH} answers 200 without a redirect in at most "
+        f"{HEALTH_WARN_MS:.0f} ms (median of {HEALTH_SAMPLES} fresh connections)",
+        f"{HEALTH_WARN_MS:.0f}-{HEALTH_FAIL_MS:.0f} ms",
+        f"not 200, a redirect, or over {HEALTH_FAIL_MS:.0f} ms",
+    )
+
+
+#: Every rule by name, in report order: the one source of ``check``'s report, of its JSON and of
+#: the rules table in docs/cli.md (a test compares them).
+RULES = {
+    rule.name: rule
+    for rule in (
+        Rule(
+            "port",
+            "the app listens on PORT",
+            fails="nothing listens on PORT, the app exits, or it logs another port",
+        ),
+        Rule("startup", f"listening within {READY_WARN_S:.0f} s", warns="later"),
+        _health_rule("GET"),
+        _health_rule("HEAD"),
+        Rule(
+            "home",
+            f"GET / answers 200 within {HOME_WARN_MS / 1000:.0f} s, not followed",
+            f"3xx or 4xx, or {HOME_WARN_MS / 1000:.0f}-{HOME_FAIL_MS / 1000:.0f} s",
+            f"5xx, no answer, or over {HOME_FAIL_MS / 1000:.0f} s",
+        ),
+        Rule(
+            "ws-valid",
+            f"handshakes on {', '.join(VALID_WS_PATHS)} (and /socket.io/ when socketio_paths "
+            "is yes) get 101",
+            fails="any is refused",
+        ),
+        Rule(
+            "ws-invalid",
+            f"handshakes on {', '.join(INVALID_WS_PATHS)} (and /socket.io/ when socketio_paths "
+            "is no) are refused",
+            fails="any gets 101",
+        ),
+        Rule(
+            "ws-plain-get",
+            f"GET {VALID_WS_PATHS[0]} without Upgrade is not answered 101 or 2xx",
+            fails="it is",
+        ),
+        Rule(
+            "sigterm",
+            f"with {SIGTERM_CLIENTS} WebSocket clients open, SIGTERM closes each with "
+            f"{' or '.join(map(str, SHUTDOWN_CODES))} and the process exits (0 or by the "
+            f"signal) within {SHUTDOWN_LIMIT_S:.0f} s",
+            fails="otherwise",
+        ),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -68,16 +135,23 @@ class RuleResult:
     """The outcome of one platform rule.
 
     Attributes:
-        rule: short rule name (``health-get``, ``ws-invalid``, ...).
-        requirement: the platform requirement numbers it checks (``R12 R14``).
+        rule: the name of the rule in ``RULES``.
         status: ``pass``, ``warn``, ``fail``, or ``skip`` when it does not apply to the target.
         detail: one line saying what was seen.
     """
 
     rule: str
-    requirement: str
     status: Status
     detail: str
+
+    def as_json(self) -> dict[str, str]:
+        """Return the outcome as JSON-ready data, with the rule's requirement."""
+        return {
+            "rule": self.rule,
+            "requirement": RULES[self.rule].requirement,
+            "status": self.status,
+            "detail": self.detail,
+        }
 
 
 @dataclass(frozen=True)
@@ -105,7 +179,7 @@ class Report:
             "target": self.target,
             "url": self.url,
             "ok": self.ok,
-            "results": [asdict(r) for r in self.results],
+            "results": [r.as_json() for r in self.results],
         }
 
 
@@ -189,10 +263,11 @@ def ws_handshake_status(endpoint: Endpoint, path: str, timeout: float = 5.0) -> 
     return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
 
 
-def check_health(endpoint: Endpoint, method: str, samples: int = 5) -> RuleResult:
-    """R12/R14/R15: ``method /cache-healthcheck?`` answers 200 without redirect, fast.
+def check_health(endpoint: Endpoint, method: str, samples: int = HEALTH_SAMPLES) -> RuleResult:
+    """``health-get``, ``health-head``: ``method /cache-healthcheck?`` answers 200, fast.
 
-    Timing is the median of ``samples`` requests on fresh connections, end to end.
+    A redirect fails. Timing is the median of ``samples`` requests on fresh connections, end to
+    end.
     """
     rule = f"health-{method.lower()}"
     timings: list[float] = []
@@ -200,59 +275,57 @@ def check_health(endpoint: Endpoint, method: str, samples: int = 5) -> RuleResul
         try:
             status, location, ms = _http(endpoint, method, HEALTH_PATH)
         except OSError as exc:
-            return RuleResult(
-                rule, "R12", "fail", f"{method} {HEALTH_PATH}: {exc or 'no response'}"
-            )
+            return RuleResult(rule, "fail", f"{method} {HEALTH_PATH}: {exc or 'no response'}")
         if status != 200 or location:
             where = f" -> {location}" if location else ""
             return RuleResult(
-                rule, "R12", "fail", f"{method} {HEALTH_PATH} answered {status}{where}, not 200"
+                rule, "fail", f"{method} {HEALTH_PATH} answered {status}{where}, not 200"
             )
         timings.append(ms)
     median = statistics.median(timings)
     detail = f"200 in {median:.0f} ms (median of {samples}, max {max(timings):.0f} ms)"
     if median > HEALTH_FAIL_MS:
-        return RuleResult(rule, "R14", "fail", f"{detail}; must be under {HEALTH_FAIL_MS:.0f} ms")
+        return RuleResult(rule, "fail", f"{detail}; must be under {HEALTH_FAIL_MS:.0f} ms")
     if median > HEALTH_WARN_MS:
-        return RuleResult(rule, "R14", "warn", f"{detail}; should be under {HEALTH_WARN_MS:.0f} ms")
-    return RuleResult(rule, "R12 R14", "pass", detail)
+        return RuleResult(rule, "warn", f"{detail}; should be under {HEALTH_WARN_MS:.0f} ms")
+    return RuleResult(rule, "pass", detail)
 
 
 def check_home(endpoint: Endpoint) -> RuleResult:
-    """R16: ``GET /`` answers 200 within 1 s (warn), 2 s (fail), without a redirect."""
+    """``home``: ``GET /`` answers 200 within 1 s (warn), 2 s (fail), without a redirect."""
     try:
         status, location, ms = _http(endpoint, "GET", "/")
     except OSError as exc:
-        return RuleResult("home", "R16", "fail", f"GET /: {exc or 'no response'}")
+        return RuleResult("home", "fail", f"GET /: {exc or 'no response'}")
     if status >= 500:
-        return RuleResult("home", "R16", "fail", f"GET / answered {status}")
+        return RuleResult("home", "fail", f"GET / answered {status}")
     if status != 200:
         where = f" -> {location}" if location else ""
-        return RuleResult("home", "R16", "warn", f"GET / answered {status}{where}, not 200")
+        return RuleResult("home", "warn", f"GET / answered {status}{where}, not 200")
     if ms > HOME_FAIL_MS:
-        return RuleResult("home", "R16", "fail", f"200 in {ms:.0f} ms; must be under 2 s")
+        return RuleResult("home", "fail", f"200 in {ms:.0f} ms; must be under 2 s")
     if ms > HOME_WARN_MS:
-        return RuleResult("home", "R16", "warn", f"200 in {ms:.0f} ms; should be under 1 s")
-    return RuleResult("home", "R16", "pass", f"200 in {ms:.0f} ms")
+        return RuleResult("home", "warn", f"200 in {ms:.0f} ms; should be under 1 s")
+    return RuleResult("home", "pass", f"200 in {ms:.0f} ms")
 
 
 def check_ws_valid(endpoint: Endpoint, paths: tuple[str, ...]) -> RuleResult:
-    """R32/R33: handshakes on allowed paths are accepted (101)."""
+    """``ws-valid``: handshakes on allowed paths are accepted (101)."""
     bad = []
     for path in paths:
         try:
             status = ws_handshake_status(endpoint, path)
         except OSError as exc:
-            return RuleResult("ws-valid", "R32", "fail", f"{path}: {exc or 'no response'}")
+            return RuleResult("ws-valid", "fail", f"{path}: {exc or 'no response'}")
         if status != 101:
             bad.append(f"{path} -> {status or 'closed'}")
     if bad:
-        return RuleResult("ws-valid", "R32", "fail", "upgrade refused: " + ", ".join(bad))
-    return RuleResult("ws-valid", "R32", "pass", "101 on " + ", ".join(paths))
+        return RuleResult("ws-valid", "fail", "upgrade refused: " + ", ".join(bad))
+    return RuleResult("ws-valid", "pass", "101 on " + ", ".join(paths))
 
 
 def check_ws_invalid(endpoint: Endpoint, paths: tuple[str, ...]) -> RuleResult:
-    """R32: handshakes on any other path are refused (anything but 101)."""
+    """``ws-invalid``: handshakes on any other path are refused (anything but 101)."""
     accepted, seen = [], []
     for path in paths:
         try:
@@ -264,26 +337,25 @@ def check_ws_invalid(endpoint: Endpoint, paths: tuple[str, ...]) -> RuleResult:
             accepted.append(path)
     if accepted:
         return RuleResult(
-            "ws-invalid", "R32", "fail", "upgrade accepted on invalid path " + ", ".join(accepted)
+            "ws-invalid", "fail", "upgrade accepted on invalid path " + ", ".join(accepted)
         )
-    return RuleResult("ws-invalid", "R32", "pass", "refused: " + ", ".join(seen))
+    return RuleResult("ws-invalid", "pass", "refused: " + ", ".join(seen))
 
 
 def check_ws_plain_get(endpoint: Endpoint) -> RuleResult:
-    """R33: a plain GET (no Upgrade) on a WebSocket path is not answered 101 or 2xx."""
+    """``ws-plain-get``: a plain GET (no Upgrade) on a WebSocket path is not answered 101 or 2xx."""
     try:
         status, _, _ = _http(endpoint, "GET", VALID_WS_PATHS[0])
     except OSError as exc:
-        return RuleResult("ws-plain-get", "R33", "pass", f"connection refused the request: {exc}")
+        return RuleResult("ws-plain-get", "pass", f"connection refused the request: {exc}")
     if status == 101 or 200 <= status < 300:
         return RuleResult(
             "ws-plain-get",
-            "R33",
             "fail",
             f"GET {VALID_WS_PATHS[0]} without Upgrade answered {status}",
         )
     return RuleResult(
-        "ws-plain-get", "R33", "pass", f"GET {VALID_WS_PATHS[0]} without Upgrade answered {status}"
+        "ws-plain-get", "pass", f"GET {VALID_WS_PATHS[0]} without Upgrade answered {status}"
     )
 
 
@@ -306,11 +378,22 @@ def check_running(endpoint: Endpoint, *, socketio: bool | None) -> list[RuleResu
 
 
 def free_port() -> int:
-    """Return a TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """Return a port of ``PLATFORM_PORTS`` that was free on 127.0.0.1 a moment ago.
+
+    Raises:
+        CliError: none of 50 ports tried at random was free.
+    """
+    for _ in range(50):
+        port = random.choice(PLATFORM_PORTS)  # noqa: S311 - not for security
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
         return port
+    raise CliError(
+        f"no free port in {PLATFORM_PORTS.start}-{PLATFORM_PORTS.stop - 1} to start the app on"
+    )
 
 
 def _interpreter(project: Path) -> tuple[str, dict[str, str]]:
@@ -367,7 +450,7 @@ def _hold(client: ClientConnection, codes: list[int | None]) -> None:
 
 
 def check_sigterm(proc: subprocess.Popen[bytes], endpoint: Endpoint) -> RuleResult:
-    """R18/R39: on SIGTERM, open clients get close code 1001 or 1012; the process exits in 10 s."""
+    """``sigterm``: open clients get close code 1001 or 1012; the process exits within 10 s."""
     url = f"ws://{endpoint.host}:{endpoint.port}{VALID_WS_PATHS[1]}"
     codes: list[int | None] = []
     with contextlib.ExitStack() as stack:
@@ -377,9 +460,7 @@ def check_sigterm(proc: subprocess.Popen[bytes], endpoint: Endpoint) -> RuleResu
                 for _ in range(SIGTERM_CLIENTS)
             ]
         except Exception as exc:  # OSError, InvalidHandshake, TimeoutError...
-            return RuleResult(
-                "sigterm", "R18 R39", "fail", f"cannot open WebSocket clients on {url}: {exc}"
-            )
+            return RuleResult("sigterm", "fail", f"cannot open WebSocket clients on {url}: {exc}")
         threads = [threading.Thread(target=_hold, args=(c, codes), daemon=True) for c in clients]
         for thread in threads:
             thread.start()
@@ -394,21 +475,15 @@ def check_sigterm(proc: subprocess.Popen[bytes], endpoint: Endpoint) -> RuleResu
     if proc.returncode is None:
         return RuleResult(
             "sigterm",
-            "R18",
             "fail",
             f"still running {SHUTDOWN_LIMIT_S:.0f} s after SIGTERM; close codes: {shown}",
         )
     if len(codes) < SIGTERM_CLIENTS or any(c not in SHUTDOWN_CODES for c in codes):
-        return RuleResult(
-            "sigterm", "R39", "fail", f"clients closed with {shown}; expected 1001 or 1012"
-        )
+        return RuleResult("sigterm", "fail", f"clients closed with {shown}; expected 1001 or 1012")
     if proc.returncode not in (0, -signal.SIGTERM, 128 + signal.SIGTERM):
-        return RuleResult(
-            "sigterm", "R18", "fail", f"exited with status {proc.returncode} after SIGTERM"
-        )
+        return RuleResult("sigterm", "fail", f"exited with status {proc.returncode} after SIGTERM")
     return RuleResult(
         "sigterm",
-        "R18 R39",
         "pass",
         f"{len(codes)} clients closed with {shown}; exited {proc.returncode} in {elapsed:.1f} s",
     )
@@ -469,17 +544,15 @@ def check_project(
                 f"(python -m venv .venv && .venv/bin/pip install -e {project})"
             )
         if isinstance(ready, str):
-            results.append(RuleResult("port", "R1", "fail", ready))
+            results.append(RuleResult("port", "fail", ready))
             results.extend(
-                RuleResult(rule, req, "skip", "not run: the app does not listen on PORT")
-                for rule, req in RULES[1:]
+                RuleResult(rule, "skip", "not run: the app does not listen on PORT")
+                for rule in list(RULES)[1:]
             )
             return Report(str(project), endpoint.url, results)
-        results.append(RuleResult("port", "R1", "pass", f"listening on PORT={port}"))
+        results.append(RuleResult("port", "pass", f"listening on PORT={port}"))
         status: Status = "pass" if ready <= READY_WARN_S else "warn"
-        results.append(
-            RuleResult("startup", "R10", status, f"accepting connections after {ready:.1f} s")
-        )
+        results.append(RuleResult("startup", status, f"accepting connections after {ready:.1f} s"))
         progress("probing HTTP and WebSocket rules")
         results.extend(
             check_running(endpoint, socketio=socketio if isinstance(socketio, bool) else None)
@@ -500,8 +573,8 @@ def check_url(url: str, progress: Callable[[str], None]) -> Report:
     results = check_running(endpoint, socketio=None)
     skipped = "only checked for a project directory, which check starts itself"
     results[:0] = [
-        RuleResult("port", "R1", "skip", skipped),
-        RuleResult("startup", "R10", "skip", skipped),
+        RuleResult("port", "skip", skipped),
+        RuleResult("startup", "skip", skipped),
     ]
-    results.append(RuleResult("sigterm", "R18 R39", "skip", skipped))
+    results.append(RuleResult("sigterm", "skip", skipped))
     return Report(url, endpoint.url, results)

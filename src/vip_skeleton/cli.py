@@ -16,17 +16,27 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vip_skeleton import __version__, check, project, source
-from vip_skeleton.errors import CliError
+from vip_skeleton.errors import CliError, one_line
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 
+def print_error(message: str) -> None:
+    """Print ``error: <message>`` on standard error, the message as it is (no console markup)."""
+    err.print("[red]error:[/red]", escape(message), soft_wrap=True)
+
+
 class OneLineErrorsTyper(typer.Typer):
-    """A Typer app whose usage errors, like every other error, are one ``error:`` line."""
+    """A Typer app whose usage errors, like every other error, are one ``error:`` line.
+
+    Errors inside a command's body are reported by ``reported``; this reports what click raises
+    outside it (an unknown option, a bad value, an abort), which ``reported`` never sees.
+    """
 
     def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
         """Run the CLI and exit; report a usage error as one line with its exit code (2)."""
@@ -34,7 +44,7 @@ class OneLineErrorsTyper(typer.Typer):
         try:
             result = super().__call__(*args, **kwargs)
         except typer.Abort:
-            err.print("[red]error:[/red] aborted", soft_wrap=True)
+            print_error("aborted")
             sys.exit(1)
         except Exception as exc:
             # Click's exceptions (vendored by newer Typer releases, so matched by shape).
@@ -46,7 +56,7 @@ class OneLineErrorsTyper(typer.Typer):
             if type(exc).__name__ == "NoArgsIsHelpError":
                 sys.exit(code)  # Typer has printed the help already
             where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-            err.print(f"[red]error:[/red] {message()}{where}", soft_wrap=True)
+            print_error(f"{message()}{where}")
             sys.exit(code)
         sys.exit(result if isinstance(result, int) else 0)
 
@@ -93,17 +103,17 @@ def reported() -> Iterator[None]:
     except (typer.Exit, typer.Abort):
         raise
     except CliError as exc:
-        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        print_error(str(exc))
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        err.print("[red]error:[/red] interrupted", soft_wrap=True)
+        print_error("interrupted")
         raise typer.Exit(130) from None
     except Exception as exc:
         if os.environ.get("VIP_SKELETON_DEBUG"):
             raise
-        message = f"unexpected {type(exc).__name__}: {project.one_line(exc)}"
-        err.print(
-            f"[red]error:[/red] {message} (VIP_SKELETON_DEBUG=1 shows a traceback)", soft_wrap=True
+        print_error(
+            f"unexpected {type(exc).__name__}: {one_line(exc)} "
+            "(VIP_SKELETON_DEBUG=1 shows a traceback)"
         )
         raise typer.Exit(1) from None
 
@@ -225,11 +235,10 @@ def _render(report: check.Report) -> None:
     styles = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
     table = Table(title=f"vip-skeleton check {report.target} ({report.url})")
     table.add_column("rule")
-    table.add_column("req")
     table.add_column("status")
     table.add_column("detail", overflow="fold")
     for r in report.results:
-        table.add_row(r.rule, r.requirement, f"[{styles[r.status]}]{r.status}[/]", r.detail)
+        table.add_row(r.rule, f"[{styles[r.status]}]{r.status}[/]", r.detail)
     out.print(table)
     verdict = "[green]all rules pass[/]" if report.ok else "[red]some rules fail[/]"
     out.print(verdict)

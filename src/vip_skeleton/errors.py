@@ -1,4 +1,4 @@
-"""The one exception type the CLI turns into a readable error line."""
+"""The one exception type the CLI turns into a readable error line, and how a message fits one."""
 
 
 class CliError(Exception):
@@ -11,3 +11,9 @@ class CliError(Exception):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def one_line(exc: BaseException) -> str:
+    """Return the exception's message collapsed to one line (its class name when it has none)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

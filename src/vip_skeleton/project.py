@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,16 +17,10 @@ from packaging.version import InvalidVersion, Version
 from plumbum import ProcessExecutionError
 
 from vip_skeleton import source
-from vip_skeleton.errors import CliError
+from vip_skeleton.answers import ANSWERS_FILE, read_answers, recorded_template
+from vip_skeleton.errors import CliError, one_line
 
-ANSWERS_FILE = ".copier-answers.yml"
 Conflict = Literal["inline", "rej"]
-
-
-def one_line(exc: BaseException) -> str:
-    """Return the exception's message collapsed to one line (its class name when it has none)."""
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 @contextmanager
@@ -113,24 +106,6 @@ def check_data(data: dict[str, Any], copier_yml: Path) -> dict[str, Any]:
                 raise CliError(f"--data {key}={value!r}: {key} is a whole number") from None
         checked[key] = value
     return checked
-
-
-def read_answers(dest: Path) -> dict[str, Any]:
-    """Return the recorded answers of the project in ``dest``.
-
-    Raises:
-        CliError: ``dest`` has no readable answers file.
-    """
-    path = dest / ANSWERS_FILE
-    if not path.is_file():
-        raise CliError(f"{dest} is not a generated project: it has no {ANSWERS_FILE}")
-    try:
-        answers = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise CliError(f"cannot read {path}: {one_line(exc)}") from exc
-    if not isinstance(answers, dict):
-        raise CliError(f"{path} is not a YAML mapping")
-    return answers
 
 
 def _is_remote(template: str) -> bool:
@@ -243,11 +218,7 @@ def plan_update(dest: Path, vcs_ref: str | None, trust: bool) -> Plan:
     Raises:
         CliError: the project cannot be updated; the message says why and what to do.
     """
-    answers = read_answers(dest)
-    src_path = str(answers.get("_src_path") or "")
-    current = str(answers.get("_commit") or "")
-    if not src_path or not current:
-        raise CliError(f"{dest / ANSWERS_FILE} does not record _src_path and _commit")
+    src_path, current = recorded_template(dest)
     if not source.is_cache_url(src_path):
         _require_recorded_source(dest, src_path)
         return Plan(ref=vcs_ref, unsafe=trust, current=current)
@@ -348,24 +319,15 @@ def check_update(dest: Path) -> UpdateStatus:
     Raises:
         CliError: not a project, or the template's tags cannot be listed.
     """
-    answers = read_answers(dest)
-    src_path = str(answers.get("_src_path") or "")
-    current = str(answers.get("_commit") or "")
-    if not src_path or not current:
-        raise CliError(f"{dest / ANSWERS_FILE} does not record _src_path and _commit")
+    src_path, current = recorded_template(dest)
     if source.is_cache_url(src_path):
         return UpdateStatus(current=current, latest=source.bundled_source().tag)
     _require_recorded_source(dest, src_path)
-    done = subprocess.run(
-        ["git", "ls-remote", "--tags", "--refs", _template_url(src_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        detail = (done.stderr.strip().splitlines() or ["no output"])[0]
-        raise CliError(f"cannot list the tags of {src_path}: {detail}")
-    tags = [line.rpartition("refs/tags/")[2] for line in done.stdout.splitlines()]
+    try:
+        listed = _git_lines(dest, "ls-remote", "--tags", "--refs", _template_url(src_path))
+    except CliError as exc:
+        raise CliError(f"cannot list the tags of {src_path}: {exc}") from None
+    tags = [line.rpartition("refs/tags/")[2] for line in listed]
     versions = sorted(
         (v, t) for t in tags if (v := _version(t)) is not None and not v.is_prerelease
     )

@@ -15,6 +15,8 @@ set -euo pipefail
 SUITE=${SUITE:-bookworm}
 LABEL=org.vip-skeleton.stand-in
 log() { printf 'make-base-image: %s\n' "$*" >&2; }
+# shellcheck source=stand-in-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/stand-in-lib.sh"
 
 versions=("$@")
 ((${#versions[@]})) || versions=(3.12)
@@ -45,37 +47,17 @@ source_id=$(podman images --noheading --filter "label=$LABEL=true" --format '{{.
   awk '$2 == "docker.io/library/python" || $2 == "localhost/python" {print $1; exit}' || true)
 
 if [ -z "$source_id" ]; then
-  command -v debootstrap >/dev/null || { log "debootstrap missing (run setup-podman.sh)"; exit 1; }
-  rootfs=$(mktemp -d "${TMPDIR:-/var/tmp}/pyslim-rootfs.XXXXXX")
-  trap 'rm -rf "$rootfs"' EXIT
-  # Same mirror apt uses on this machine (deb822 sources first, classic list as fallback).
-  mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-  [ -n "$mirror" ] || mirror=$(awk '$1=="deb"{print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
-  mirror=${MIRROR:-${mirror:-http://deb.debian.org/debian}}
-  log "debootstrap $SUITE from $mirror (about 90 s)"
   start=$SECONDS
-  debootstrap --variant=minbase \
-    --include=python3,python3-venv,python3-pip,python-is-python3,ca-certificates \
-    "$SUITE" "$rootfs" "$mirror" >"$rootfs.log" 2>&1 || { tail -n 30 "$rootfs.log" >&2; exit 1; }
-  rm -f "$rootfs.log"
-  # Trust the host's extra CAs (traffic may be TLS-intercepted), so pip in a build reaches the index.
-  cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/" 2>/dev/null || true
-  chroot "$rootfs" update-ca-certificates >/dev/null 2>&1
+  rootfs=$(debian_rootfs "$SUITE" python3,python3-venv,python3-pip,python-is-python3,ca-certificates)
+  trap 'rm -rf "$rootfs"' EXIT
   # Behave like the official image: plain `pip install` allowed; python, python3, pip in /usr/local/bin.
   rm -f "$rootfs"/usr/lib/python3*/EXTERNALLY-MANAGED
   ln -sf /usr/bin/python3 "$rootfs/usr/local/bin/python3"
   ln -sf /usr/bin/python3 "$rootfs/usr/local/bin/python"
   ln -sf /usr/bin/pip3 "$rootfs/usr/local/bin/pip"
-  chroot "$rootfs" apt-get clean
-  rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/log/*.log
   # The name under which the result is imported first; every other name is a tag of it.
   first=${missing[0]}
-  tar --numeric-owner -C "$rootfs" -c . | podman import --quiet \
-    --change 'ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'ENV LANG=C.UTF-8' \
-    --change "LABEL $LABEL=true" \
-    --change 'CMD ["python3"]' \
-    - "$first" >/dev/null
+  import_rootfs "$rootfs" "$first" "$LABEL=true" python3
   source_id=$(podman image inspect --format '{{.Id}}' "$first")
   log "imported $first in $((SECONDS - start)) s"
 fi

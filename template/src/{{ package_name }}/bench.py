@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from .hub import Hub
 
 HUB_KEY = web.AppKey("bench_hub", Hub)
-_RUNS_KEY = web.AppKey("bench_runs", set[asyncio.Task[None]])
+#: The runs in progress, each until it has made its broadcasts or the app stops.
+RUNS_KEY = web.AppKey("bench_runs", set[asyncio.Task[None]])
 
 
 async def start(request: web.Request) -> web.Response:
@@ -32,7 +34,7 @@ async def start(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(
             text="count must be 1-1000000, interval_ms 0-60000, channels 0-100000"
         )
-    runs = request.app[_RUNS_KEY]
+    runs = request.app[RUNS_KEY]
     task = asyncio.create_task(_run(request.app[HUB_KEY], count, interval_ms / 1000, channels))
     runs.add(task)
     task.add_done_callback(runs.discard)
@@ -51,8 +53,23 @@ async def _run(hub: Hub, count: int, interval: float, channels: int) -> None:
             await asyncio.sleep(0)
 
 
+async def _cancel_runs_at_exit(app: web.Application) -> AsyncIterator[None]:
+    """When the app stops, cancel the runs still broadcasting and wait until they have ended."""
+    yield
+    in_progress = app[RUNS_KEY]
+    runs = list(in_progress)
+    for task in runs:
+        task.cancel()
+    await asyncio.gather(*runs, return_exceptions=True)
+
+
 def setup(app: web.Application, hub: Hub) -> None:
-    """Add the bench route to ``app``."""
+    """Add the bench route to ``app``; its runs end when the app stops.
+
+    Call it after the hub's own cleanup context is registered, so that the runs are cancelled
+    before the hub stops (a drain still sees them broadcast).
+    """
     app[HUB_KEY] = hub
-    app[_RUNS_KEY] = set()
+    app[RUNS_KEY] = set()
     app.router.add_get("/_bench/start", start)
+    app.cleanup_ctx.append(_cancel_runs_at_exit)
