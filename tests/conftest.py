@@ -15,6 +15,8 @@ import copier
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The one port of 3001-3999 that Chromium refuses to load pages from (ERR_UNSAFE_PORT).
+CHROMIUM_UNSAFE_PORT = 3659
 #: What a template snapshot holds: the files copier reads, nothing of the developer's work tree.
 TEMPLATE_FILES = ("copier.yml", "template", "hooks")
 
@@ -86,6 +88,8 @@ def platform_port() -> int:
     """Return a free port in 3001-3999, the range the platform's preflight picks ``PORT`` from."""
     for _ in range(50):
         port = random.randint(3001, 3999)  # noqa: S311 - not for security
+        if port == CHROMIUM_UNSAFE_PORT:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
