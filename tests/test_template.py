@@ -135,6 +135,8 @@ def assert_socketio_only_when_asked(project: Path, package: str, socketio_server
     pyproject = tomllib.loads((project / "pyproject.toml").read_text())
     dependencies = [Requirement(r).name for r in pyproject["project"]["dependencies"]]
     assert ("python-socketio" in dependencies) is socketio_server
+    # Pinned: socketio_server.py relies on python-engineio's private AsyncServer._async.
+    assert ("python-engineio" in dependencies) is socketio_server
     assert (project / "src" / package / "socketio_server.py").is_file() is socketio_server
     assert (project / "src" / package / "static" / "socket.io.min.js").is_file() is socketio_server
     assert (project / "tests" / "test_socketio.py").is_file() is socketio_server
