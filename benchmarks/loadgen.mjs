@@ -3,6 +3,11 @@
 // phase (a fixed offered rate of deliveries per second), each started with GET /_bench/start.
 // A health-check prober (a separate process) runs during each phase. Every wait is bounded.
 //
+// With "socketio": true the clients speak Socket.IO (Engine.IO 4) on /socket.io/ instead, on the same
+// WebSocket code: after the 101 they read Engine.IO's open packet `0{...}`, send `40` (connect to
+// the namespace /), count as connected once `40{...}` comes back, answer Engine.IO's pings `2` with
+// `3`, and take the broadcasts from `42["integers",{"id":N,"data":{"n":k,"t":<us>}}]`.
+//
 // Usage: node loadgen.mjs '{"port":3000,"n":1000,"burst":300,"pacedRate":20000,"serverPid":123}'
 // Prints one JSON object (the same fields as ../shared/bench/client.js, plus a few).
 import { spawn } from 'node:child_process';
@@ -29,8 +34,10 @@ const cfg = {
   idleTimeoutS: 8, // a phase ends early when nothing arrived for this long
   path: '/_ws/bench',
   channels: 0, // >0: client i subscribes to chat/bench-<i % channels>, broadcasts go round-robin
+  socketio: false, // true: Socket.IO's clients on /socket.io/ (the path is then ignored)
   ...JSON.parse(process.argv[2] || '{}'),
 };
+const SOCKETIO_PATH = '/socket.io/?EIO=4&transport=websocket';
 
 const TICKS_PER_S = 100; // USER_HZ on Linux
 const T_KEY = Buffer.from('"t":');
@@ -59,6 +66,9 @@ let closesFromServer = 0;
 class Client {
   constructor() {
     this.handshaking = true;
+    // Socket.IO only: 'open' (waiting for Engine.IO's 0{...}), 'connect' (for Socket.IO's 40{...}),
+    // then 'joined'. A raw client is 'joined' once its handshake is done.
+    this.sio = 'open';
     this.pending = null;
     this.open = false;
     this.socket = null;
@@ -114,7 +124,7 @@ class Client {
       }
       this.handshaking = false;
       this.open = true;
-      this.settle(null);
+      if (!cfg.socketio) this.settle(null); // Socket.IO's: once connected to the namespace
       buf = buf.subarray(end + 4);
     }
     let off = 0;
@@ -134,7 +144,8 @@ class Client {
       if (buf.length - off < head + len) break;
       const start = off + head;
       const end = start + len;
-      if (opcode === 1 || opcode === 2) this.onMessage(buf, start, end, t);
+      if (opcode === 1 && cfg.socketio) this.onSocketIO(buf, start, end, t);
+      else if (opcode === 1 || opcode === 2) this.onMessage(buf, start, end, t);
       else if (opcode === 9) this.pong(buf.subarray(start, end));
       else if (opcode === 8) {
         closesFromServer += 1;
@@ -143,6 +154,25 @@ class Client {
       off = end;
     }
     if (off < buf.length) this.pending = buf.subarray(off);
+  }
+
+  /** One of Engine.IO's packets: the handshake, a ping, or (42) one of Socket.IO's events. */
+  onSocketIO(buf, start, end, t) {
+    const type = buf[start];
+    if (type === 0x34 && buf[start + 1] === 0x32) this.onMessage(buf, start, end, t); // 42[...]
+    else if (type === 0x32) this.sendText('3'); // Engine.IO's ping: pong
+    else if (this.sio === 'open' && type === 0x30) {
+      this.sio = 'connect';
+      this.sendText('40'); // connect to the namespace /; no auth: no last_id to replay from
+    } else if (this.sio === 'connect' && type === 0x34) {
+      const ok = buf[start + 1] === 0x30; // 40{"sid":...}; 44{...} is connect_error
+      this.sio = ok ? 'joined' : 'refused';
+      if (ok) this.settle(null);
+      else {
+        this.settle(`connect_error ${buf.toString('utf8', start, Math.min(end, start + 80))}`);
+        this.socket.destroy();
+      }
+    }
   }
 
   onMessage(buf, start, end, t) {
@@ -271,7 +301,7 @@ async function connectAll(clients) {
   const deadline = performance.now() + cfg.connectTimeoutS * 1000;
   const worker = async () => {
     while (next < clients.length && performance.now() < deadline) {
-      const error = await clients[next++].connect(cfg.path);
+      const error = await clients[next++].connect(cfg.socketio ? SOCKETIO_PATH : cfg.path);
       if (error === null) ok += 1;
       else errors[error] = (errors[error] || 0) + 1;
     }
@@ -300,7 +330,10 @@ async function main() {
   res.connectPerSec = ok / res.connectSeconds;
   if (cfg.channels > 0) {
     clients.forEach((c, i) => {
-      if (c.open) c.sendText(JSON.stringify({ type: 'subscribe', channel: `chat/bench-${i % cfg.channels}` }));
+      const channel = `chat/bench-${i % cfg.channels}`;
+      if (!c.open) return;
+      if (cfg.socketio) c.sendText(`42${JSON.stringify(['subscribe', { channel }])}`);
+      else c.sendText(JSON.stringify({ type: 'subscribe', channel }));
     });
   }
   await sleep(1500);

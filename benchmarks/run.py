@@ -5,9 +5,10 @@ template with default answers, installs its dependencies in a cached virtualenv,
 mode and, when their folders exist, the peers too: the Node baseline (``ws``) and python-websockets'
 ``broadcast()`` on uvloop. It drives each with the same load generator, server on core 0 and load
 generator and health prober on core 1, alternating the servers, and prints medians with their
-ratios to the baseline, a capacity ladder (clients reached while the p95 latency of a broadcast
-stays under 500 ms), a slow-client run, 10,000 idle connections, copier's render timings and the
-issue's goals, met or not. ``--json`` keeps every run's raw results.
+ratios to the baseline, Socket.IO's fan-out beside the raw one, a capacity ladder (clients reached
+while the p95 latency of a broadcast stays under 500 ms), a slow-client run, 10,000 idle
+connections, copier's render timings and the issue's goals, met or not. ``--json`` keeps every
+run's raw results.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ Result = dict[str, Any]
 BEFORE = "before"
 #: The peers' names: the Node baseline, the reference of every ratio, and the best Python peer.
 NODE, WEBSOCKETS = "node", "websockets"
+#: The app rendered with ``socketio_server`` yes, its clients speaking Socket.IO on /socket.io/.
+SOCKETIO = "socketio"
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     #: Whether it replays missed broadcasts on ``?last_id=`` (the generated app does).
     replays: bool = False
+    #: What the load generator is told besides the run's configuration (e.g. its protocol).
+    loadgen: Result = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -149,9 +154,9 @@ def git(cwd: Path, *args: str) -> None:
 # ---- rendering -----------------------------------------------------------------------------
 
 
-def render(snapshot: Path, dest: Path, ref: str = "HEAD") -> Path:
-    """Render the snapshot at ``ref`` into ``dest`` with default answers."""
-    copier.run_copy(str(snapshot), str(dest), defaults=True, vcs_ref=ref, quiet=True)
+def render(snapshot: Path, dest: Path, ref: str = "HEAD", **answers: object) -> Path:
+    """Render the snapshot at ``ref`` into ``dest`` with default answers but ``answers``."""
+    copier.run_copy(str(snapshot), str(dest), data=answers, defaults=True, vcs_ref=ref, quiet=True)
     return dest
 
 
@@ -191,6 +196,11 @@ def time_renders(snapshot: Path, work: Path, repetitions: int) -> dict[str, floa
 
 
 # ---- servers -------------------------------------------------------------------------------
+
+
+def package_of(project: Path) -> str:
+    """The import name of a rendered project's package (it follows the project's folder name)."""
+    return next(p.parent.name for p in (project / "src").glob("*/__main__.py"))
 
 
 def project_requirements(project: Path) -> list[str]:
@@ -294,11 +304,14 @@ class Bench:
     work: Path
     repetitions: int
     runs: int = 0
+    #: Socket.IO's clients on the app rendered with ``socketio_server``: in the fan-out only.
+    socketio: Server | None = None
 
-    def alternate(self) -> Iterator[tuple[int, Server]]:
+    def alternate(self, servers: list[Server] | None = None) -> Iterator[tuple[int, Server]]:
         """Yield (repetition, server), reversing the servers' order every other repetition."""
+        servers = self.servers if servers is None else servers
         for rep in range(self.repetitions):
-            for server in self.servers if rep % 2 == 0 else self.servers[::-1]:
+            for server in servers if rep % 2 == 0 else servers[::-1]:
                 yield rep, server
 
     def once(self, server: Server, config: Result, env: dict[str, str] | None = None) -> Result:
@@ -306,13 +319,15 @@ class Bench:
         self.runs += 1
         port = free_port()
         with started(server, port, env or {}, self.work) as pid:
+            config = {**config, **server.loadgen}
             return drive(self.loadgen, port, pid, config, self.work / f"probe-{self.runs}")
 
     def fan_out(self, n: int) -> dict[str, list[Result]]:
-        """Burst and paced phases at N clients, every repetition, per server."""
+        """Burst and paced phases at N clients, every repetition, per server (and Socket.IO's)."""
         config = {"n": n, "burst": max(20, BURST_DELIVERIES // n), "pacedRate": PACED_RATE}
-        results: dict[str, list[Result]] = {s.name: [] for s in self.servers}
-        for rep, server in self.alternate():
+        servers = [*self.servers, *([self.socketio] if self.socketio else [])]
+        results: dict[str, list[Result]] = {s.name: [] for s in servers}
+        for rep, server in self.alternate(servers):
             log(f"N={n} rep {rep + 1} {server.name}")
             results[server.name].append(self.once(server, config))
         return results
@@ -514,6 +529,19 @@ def fan_out_table(n: int, results: dict[str, list[Result]], app: str) -> Result:
             line += "  better" if (r >= 1) == m.higher_is_better else "  worse"
         print(line)
     return medians
+
+
+def socketio_table(n: int, medians: Result, app: str) -> Result:
+    """Print Socket.IO's medians beside the raw WebSockets' at one N; return the ratios."""
+    sio, raw = medians[SOCKETIO], medians[app]
+    print(f"\nN={n}: Socket.IO on /socket.io/ beside raw WebSockets on /_ws/ (medians)")
+    print(f"  {'figure':26} {'Socket.IO':>10} {'raw':>10} {'ratio':>7}")
+    ratios: Result = {}
+    for m in METRICS:
+        r = ratios[m.label] = ratio(sio[m.label], raw[m.label])
+        better = "" if r is None else ("  better" if (r >= 1) == m.higher_is_better else "  worse")
+        print(f"  {m.label:26} {fmt(sio[m.label]):>10} {fmt(raw[m.label]):>10} {fmt(r):>7}{better}")
+    return ratios
 
 
 def channels_summary(n: int, results: dict[str, list[Result]]) -> Result:
@@ -818,6 +846,13 @@ def machine(python: Path, node_dir: Path | None, peer_python: Path | None) -> Re
     return info
 
 
+def socketio_versions(python: Path) -> Result:
+    """The versions of python-socketio and python-engineio in ``python``'s environment."""
+    names = ("python-socketio", "python-engineio")
+    code = f"from importlib.metadata import version; print(*map(version, {names!r}))"
+    return dict(zip(names, run([str(python), "-c", code]).split(), strict=True))
+
+
 def wait_for_quiet(max_seconds: float, threshold: float) -> None:
     """Wait until the 1-minute load average is below ``threshold`` (at most ``max_seconds``)."""
     deadline = time.monotonic() + max_seconds
@@ -897,6 +932,11 @@ def parse_args() -> argparse.Namespace:
         default=16384,
         help="the app's MAX_CLIENT_BUFFER_BYTES in that run",
     )
+    parser.add_argument(
+        "--no-socketio",
+        action="store_true",
+        help="skip the Socket.IO fan-out (the app rendered with socketio_server, at each N)",
+    )
     parser.add_argument("--no-render-timing", action="store_true")
     parser.add_argument(
         "--wait-quiet", type=float, default=0, help="seconds to wait for load < 0.5"
@@ -919,7 +959,7 @@ def main() -> None:
         snapshot = work / "template"
         import_snapshot(args.template, "v1", snapshot)
         project = render(snapshot, work / "project")
-        package = next(p.parent.name for p in (project / "src").glob("*/__main__.py"))
+        package = package_of(project)
         python = ensure_venv(project_requirements(project))
         app = Server(
             "python",
@@ -936,7 +976,7 @@ def main() -> None:
             servers.append(
                 Server(
                     BEFORE,
-                    [str(ensure_venv(project_requirements(earlier))), "-m", package],
+                    [str(ensure_venv(project_requirements(earlier))), "-m", package_of(earlier)],
                     earlier,
                     {"PYTHONPATH": str(earlier / "src")},
                     replays=True,
@@ -957,17 +997,36 @@ def main() -> None:
         else:
             log(f"no Node baseline at {args.baseline}: no ratios to Node")
         report["machine"] = machine(python, node_dir, peer_python)
+        socketio = None
+        if not args.no_socketio and args.loadgen.resolve() != HERE / "loadgen.mjs":
+            log(f"{args.loadgen} speaks no Socket.IO: no Socket.IO runs")
+        elif not args.no_socketio:
+            # A second render, so that every other figure stays the default answers' app. Its raw
+            # /_ws/ runs the same code as the default app's (hub.py and the raw endpoint do not
+            # depend on the answer), so the default app's runs are the raw column.
+            sio_project = render(snapshot, work / "socketio-project", socketio_server=True)
+            sio_python = ensure_venv(project_requirements(sio_project))
+            socketio = Server(
+                SOCKETIO,
+                [str(sio_python), "-m", package_of(sio_project)],
+                sio_project,
+                {"PYTHONPATH": str(sio_project / "src"), "MAX_CONNECTS_PER_SECOND": "1000000"},
+                loadgen={"socketio": True},
+            )
+            report["machine"].update(socketio_versions(sio_python))
         wait_for_quiet(args.wait_quiet, 0.5)
         report["load_before"] = os.getloadavg()
         if not args.no_render_timing:
             log("timing copier copy and copier update")
             report["renders"] = time_renders(snapshot, work / "renders", args.repetitions)
-        bench = Bench(servers, args.loadgen, work, args.repetitions)
+        bench = Bench(servers, args.loadgen, work, args.repetitions, socketio=socketio)
         raw: Result = {}
         report["fan_out"] = {}
         for n in args.ns:
             raw[f"fan_out_{n}"] = results = bench.fan_out(n)
-            report["fan_out"][str(n)] = fan_out_table(n, results, app.name)
+            report["fan_out"][str(n)] = medians = fan_out_table(n, results, app.name)
+            if socketio:
+                report.setdefault("socketio", {})[str(n)] = socketio_table(n, medians, app.name)
         if args.channels:
             layouts = (0, 1000, 1)
             raw["channels"] = results = bench.channels(args.channels, layouts)

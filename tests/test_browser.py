@@ -180,3 +180,41 @@ def test_two_pages_chat_across_a_server_restart(project: Path, page_factory: obj
     finally:
         app.kill()
         app.wait()
+
+
+def test_socketio_view_recovers_after_the_server_restarts(
+    template_snapshot: Path, tmp_path: Path, page_factory: object
+) -> None:
+    """With socketio_server, the page's Socket.IO view (the official client, no build step)."""
+    project = render(template_snapshot, tmp_path / "realtime-app", socketio_server=True)
+    port = free_port()
+    app = start_app(project, port)
+    page = page_factory()  # type: ignore[operator]
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    open_state = "document.querySelector('#sio-state').dataset.state === 'open'"
+    try:
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function(open_state)
+        page.wait_for_function("Number(document.querySelector('#sio-latest').textContent) >= 2")
+        assert page.evaluate("window.socketioClient.io.engine.transport.name") == "websocket"
+        before = int(page.get_attribute("#sio-latest", "data-id"))
+
+        app.send_signal(signal.SIGKILL)  # the container dies without a word
+        app.wait()
+        page.wait_for_function(
+            "document.querySelector('#sio-state').dataset.state === 'reconnecting'",
+            timeout=10_000,
+        )
+        app = start_app(project, port)
+        page.wait_for_function(open_state, timeout=15_000)
+        page.wait_for_function(
+            f"Number(document.querySelector('#sio-latest').dataset.id) > {before}",
+            timeout=10_000,
+        )
+        # The raw WebSocket view beside it goes on too.
+        page.wait_for_function("document.querySelector('#state').dataset.state !== 'closed'")
+        assert errors == []
+    finally:
+        app.kill()
+        app.wait()

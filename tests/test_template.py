@@ -26,6 +26,7 @@ NON_DEFAULT_ANSWERS: list[dict[str, Any]] = [
     {"python_version": "3.13"},
     {"default_port": 8080},
     {"socketio_paths": False},
+    {"socketio_server": True},
     {"redis": True},
     {"redis": True, "package_name": "cluster_app", "socketio_paths": False},
 ]
@@ -123,9 +124,30 @@ def test_every_answer_set_renders_without_leftovers(
     assert f"DEFAULT_PORT = {recorded['default_port']}\n" in settings
     app = (project / "src" / package / "app.py").read_text()
     assert ('"/socket.io/"' in app) is recorded["socketio_paths"]
+    assert_socketio_only_when_asked(project, package, recorded["socketio_server"])
     assert_redis_only_when_asked(project, package, recorded["redis"])
     for key, value in answers.items():
         assert recorded[key] == value
+
+
+def assert_socketio_only_when_asked(project: Path, package: str, socketio_server: bool) -> None:
+    """python-socketio, its module, tests and client exist with socketio_server=yes only."""
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    dependencies = [Requirement(r).name for r in pyproject["project"]["dependencies"]]
+    assert ("python-socketio" in dependencies) is socketio_server
+    # Pinned: socketio_server.py relies on python-engineio's private AsyncServer._async.
+    assert ("python-engineio" in dependencies) is socketio_server
+    assert (project / "src" / package / "socketio_server.py").is_file() is socketio_server
+    assert (project / "src" / package / "static" / "socket.io.min.js").is_file() is socketio_server
+    assert (project / "tests" / "test_socketio.py").is_file() is socketio_server
+    page = (project / "src" / package / "static" / "index.html").read_text()
+    assert ("socket.io.min.js" in page) is socketio_server
+
+
+def test_socketio_server_needs_the_socketio_paths(template_snapshot: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=re.escape("answer yes to socketio_paths too, or no here")):
+        render(template_snapshot, tmp_path / "project", socketio_server=True, socketio_paths=False)
+    assert not (tmp_path / "project" / "pyproject.toml").exists()
 
 
 def assert_redis_only_when_asked(project: Path, package: str, redis: bool) -> None:
@@ -300,11 +322,12 @@ SUITE_ANSWERS = [
         "socketio_paths": False,
         "redis": True,
     },
+    {"package_name": "socketio_app", "socketio_server": True},
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("answers", SUITE_ANSWERS, ids=["defaults", "non-defaults"])
+@pytest.mark.parametrize("answers", SUITE_ANSWERS, ids=["defaults", "non-defaults", "socketio"])
 def test_rendered_project_passes_its_own_checks_in_a_fresh_virtualenv(
     template_snapshot: Path, tmp_path: Path, answers: dict[str, Any]
 ) -> None:

@@ -53,6 +53,8 @@ INVALID_WS_PATHS = ("/_ws", "/ws/", "/socket.io", "/liveblog/_ws/", "/")
 SIGTERM_CLIENTS = 3
 #: The ports the platform gives an app as ``PORT``; ``check`` starts a project's app on one.
 PLATFORM_PORTS = range(3001, 4000)
+#: The one port of that range that Chromium refuses to load pages from (ERR_UNSAFE_PORT).
+CHROMIUM_UNSAFE_PORT = 3659
 
 
 @dataclass(frozen=True)
@@ -385,6 +387,8 @@ def free_port() -> int:
     """
     for _ in range(50):
         port = random.choice(PLATFORM_PORTS)  # noqa: S311 - not for security
+        if port == CHROMIUM_UNSAFE_PORT:  # the page must open in a browser
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))

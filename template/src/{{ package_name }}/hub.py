@@ -19,6 +19,9 @@ The hub writes frames to the transport itself and relies on two things aiohttp d
 connections here never compress, so a frame is written whole in one go with no await in between;
 and ``WebSocketResponse.close()`` marks the response ``closed`` before it writes the close frame,
 so checking ``closed`` right before a write keeps any data frame from following a close frame.
+
+Every message is a JSON object; a client joined with a :data:`Dialect` (Socket.IO's) gets each
+one as that dialect rewrites it, rewritten once per fan-out for all such clients.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import math
 import socket
 import struct
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import NamedTuple
 
 from aiohttp import WSCloseCode, web
@@ -40,7 +43,7 @@ from .broker import Broker, HubUnavailable, Member
 from .metrics import Metrics
 from .replay import ReplayLog
 
-__all__ = ["CLOSE_TIMEOUT", "Hub", "HubUnavailable", "Member", "gap_frame"]
+__all__ = ["CLOSE_TIMEOUT", "Dialect", "Hub", "HubUnavailable", "Member", "gap_frame"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +80,12 @@ DRAIN_POLL_MAX = 0.1
 HEARTBEAT_FRAME = b'{"type":"heartbeat"}'
 #: A WebSocket ping (RFC 6455: final frame, opcode 9, no payload), sent with each heartbeat.
 PING_FRAME = b"\x89\x00"
+
+#: How a client of another dialect is sent a message: ``(kind, payload)`` to the text of its
+#: frame. ``kind`` is ``broadcast`` (the default stream), ``channel`` (a channel's message), or
+#: the ``type`` of one of the hub's own messages (``heartbeat``, ``subscribed``, ``presence``,
+#: ``gap``, ``error``, ``message``); ``payload`` is the message as compact JSON.
+Dialect = Callable[[str, bytes], bytes]
 
 #: Why a client is cut off (the ``reason`` of the ``cut_offs`` metric), in words for the log.
 CUT_OFF_REASONS = {
@@ -122,8 +131,10 @@ class _Stream:
             transport = catching_up.transport
         return transport
 
-    def gap_frame(self, last_id: int, oldest_id: int | None) -> bytes:
-        return _text_frame(gap_frame(last_id, oldest_id, self.channel))
+    @property
+    def kind(self) -> str:
+        """What a message of this stream is to a :data:`Dialect`: ``broadcast`` or ``channel``."""
+        return "broadcast" if self.channel is None else "channel"
 
 
 class Hub:
@@ -157,6 +168,7 @@ class Hub:
         # (a deploy's reconnects): channel -> loop time it became idle, oldest first.
         self._idle_channels: dict[str, float] = {}
         self._subscriptions: dict[web.WebSocketResponse, dict[str, Member | None]] = {}
+        self._dialects: dict[web.WebSocketResponse, Dialect] = {}  # clients of another dialect
         self._max_client_buffer_bytes = max_client_buffer_bytes
         # One fan-out at a time, so every client receives frames in id order. Whoever holds it
         # only writes to transports and yields: it never waits for a client.
@@ -186,7 +198,11 @@ class Hub:
         await self._broker.stop()
 
     def join(
-        self, ws: web.WebSocketResponse, transport: asyncio.Transport, last_id: int | None
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        last_id: int | None,
+        dialect: Dialect | None = None,
     ) -> None:
         """Add a prepared WebSocket; with ``last_id``, first bring it up to date in the background.
 
@@ -194,6 +210,7 @@ class Hub:
             ws: The client's prepared WebSocket response.
             transport: The client's transport, watched to cut off a client that stops reading.
             last_id: The last broadcast id the client saw before it reconnected, if any.
+            dialect: How the client is sent each message; None for the JSON objects themselves.
         """
         limit = self._max_client_buffer_bytes
         # Raise the high-water mark above the cut-off limit: the fan-out never waits for a drain.
@@ -203,6 +220,8 @@ class Hub:
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limit)
         self._subscriptions[ws] = {}
+        if dialect is not None:
+            self._dialects[ws] = dialect
         self._add(self._default, ws, transport, last_id)
         self.occupied.set()
         self._metrics.joins.inc()
@@ -214,6 +233,7 @@ class Hub:
         for channel in [*self._subscriptions.get(ws, ())]:
             self.unsubscribe(ws, channel)
         self._subscriptions.pop(ws, None)
+        self._dialects.pop(ws, None)
         if self._remove(self._default, ws):
             self._metrics.leaves.inc()
             logger.debug("client left (%d connected)", self.client_count)
@@ -248,7 +268,7 @@ class Hub:
         subscriptions = self._subscriptions.get(ws)
         if subscriptions is None or channel in subscriptions or _ended(ws, transport):
             return
-        presence = b""
+        presence = None
         known = self._channels.get(channel)
         # Where the channel stands, for a client without a last id: from this process's log if
         # it has the channel, else from the broker (the last message another process delivered).
@@ -262,7 +282,7 @@ class Hub:
             except HubUnavailable:
                 self._in_background(self._broker.leave(channel, member))  # whatever was done
                 raise
-            presence = _text_frame(_event(type="presence", channel=channel, members=members))
+            presence = _event(type="presence", channel=channel, members=members)
         if self._subscriptions.get(ws) is not subscriptions or _ended(ws, transport):
             if member is not None:
                 self._in_background(self._broker.leave(channel, member))  # it left meanwhile
@@ -275,7 +295,10 @@ class Hub:
         if stream.log.newest_id is not None:
             newest_id = stream.log.newest_id  # delivered here meanwhile, or known already
         subscribed = _event(type="subscribed", channel=channel, last_id=newest_id)
-        transport.write(_text_frame(subscribed) + presence)
+        transport.write(
+            self._frame(ws, "subscribed", subscribed)
+            + (b"" if presence is None else self._frame(ws, "presence", presence))
+        )
         self._add(stream, ws, transport, last_id)
 
     def unsubscribe(self, ws: web.WebSocketResponse, channel: str) -> None:
@@ -295,12 +318,17 @@ class Hub:
         """Whether ``ws`` subscribes to ``channel``."""
         return channel in self._subscriptions.get(ws, ())
 
-    def send(self, ws: web.WebSocketResponse, message: object) -> bool:
-        """Send ``message`` (JSON-serialisable) to ``ws`` alone; False if it is gone or cut off."""
+    def send(self, ws: web.WebSocketResponse, message: dict[str, object]) -> bool:
+        """Send ``message`` (JSON-serialisable, with a ``type``) to ``ws`` alone.
+
+        Returns:
+            False if ``ws`` is gone or was just cut off.
+        """
         transport = self._default.transport(ws)
         if transport is None:
             return False
-        return self._write(ws, transport, json.dumps(message, separators=(",", ":")).encode())
+        payload = json.dumps(message, separators=(",", ":")).encode()
+        return self._write(ws, transport, self._frame(ws, str(message["type"]), payload))
 
     async def broadcast(self, data: object, channel: str | None = None) -> int:
         """Send ``data`` to every client of every process, or to ``channel``'s subscribers.
@@ -335,9 +363,16 @@ class Hub:
             if (transport := self._default.transport(ws)) is not None:
                 self._drop_silent(ws, transport)
         # Taken before the pings go out, so that a pong arriving during the fan-out counts.
-        self._unheard = {ws for ws, _ in self._default.subscribers()}
+        # Clients of a dialect (Socket.IO) are pinged by their own protocol, which drops the
+        # silent ones itself.
+        self._unheard = {ws for ws, _ in self._default.subscribers() if ws not in self._dialects}
         async with self._fan_out_lock:
-            await self._fan_out(self._default, PING_FRAME + _text_frame(HEARTBEAT_FRAME))
+            await self._fan_out(
+                self._default,
+                "heartbeat",
+                HEARTBEAT_FRAME,
+                PING_FRAME + _text_frame(HEARTBEAT_FRAME),
+            )
         self._forget_idle_channels(asyncio.get_running_loop().time() - IDLE_CHANNEL_SECONDS)
 
     async def drain(self, seconds: float) -> None:
@@ -436,8 +471,9 @@ class Hub:
                 # Broadcasts were lost to this process (the broker restarted, or it was away
                 # longer than the broker keeps them): tell the clients, never replay across it.
                 stream.restarts += 1
-                await self._fan_out(stream, stream.gap_frame(newest_id, message_id))
-            written = await self._fan_out(stream, frame)
+                gap = gap_frame(newest_id, message_id, channel)
+                await self._fan_out(stream, "gap", gap)
+            written = await self._fan_out(stream, stream.kind, message, frame)
             metrics.fan_out_seconds.observe(time.perf_counter() - started)
         metrics.broadcasts.inc()
         metrics.deliveries.inc(written)
@@ -472,9 +508,9 @@ class Hub:
             return
         joined = [name for name, present in changes.items() if present]
         left = [name for name, present in changes.items() if not present]
-        frame = _text_frame(_event(type="presence", channel=channel, joined=joined, left=left))
+        presence = _event(type="presence", channel=channel, joined=joined, left=left)
         async with self._fan_out_lock:
-            await self._fan_out(stream, frame, catching_up=True)
+            await self._fan_out(stream, "presence", presence, catching_up=True)
 
     def _add(
         self,
@@ -514,21 +550,40 @@ class Hub:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _write(self, ws: web.WebSocketResponse, transport: asyncio.Transport, data: bytes) -> bool:
-        """Write the text frame of ``data`` to one client, within its unsent-bytes limit."""
+    def _write(self, ws: web.WebSocketResponse, transport: asyncio.Transport, frame: bytes) -> bool:
+        """Write ``frame`` to one client, within its unsent-bytes limit."""
         if _ended(ws, transport):
             return False
         if transport.get_write_buffer_size() > self._max_client_buffer_bytes:
             self._cut_off(ws, transport, "slow")
             return False
-        transport.write(_text_frame(data))
+        transport.write(frame)
         return True
 
-    async def _fan_out(self, stream: _Stream, data: bytes, *, catching_up: bool = False) -> int:
-        """Write ``data`` to every live subscriber of ``stream`` (and the catching-up ones)."""
-        # Framed once for every client: a delivery is one transport.write, with no coroutine. This
-        # bypasses aiohttp's per-send path (two coroutines and a copy), which cost 20-30 % of the
-        # fan-out's throughput (docs/performance.md of vip-skeleton).
+    def _frame(self, ws: web.WebSocketResponse, kind: str, payload: bytes) -> bytes:
+        """The frame of the message ``payload`` (a ``kind`` of :data:`Dialect`) for ``ws``."""
+        dialect = self._dialects.get(ws)
+        return _text_frame(payload if dialect is None else dialect(kind, payload))
+
+    async def _fan_out(
+        self,
+        stream: _Stream,
+        kind: str,
+        payload: bytes,
+        frame: bytes | None = None,
+        *,
+        catching_up: bool = False,
+    ) -> int:
+        """Write ``payload`` to every live subscriber of ``stream`` (and the catching-up ones).
+
+        ``frame`` is ``payload``'s text frame when the caller has it already.
+        """
+        # Framed once for every client (and once per dialect): a delivery is one transport.write,
+        # with no coroutine. This bypasses aiohttp's per-send path (two coroutines and a copy),
+        # which cost 20-30 % of the fan-out's throughput (docs/performance.md of vip-skeleton).
+        data = _text_frame(payload) if frame is None else frame
+        dialects = self._dialects
+        in_dialect: dict[Dialect, bytes] = {}
         limit = self._max_client_buffer_bytes
         # Two flat lists, not a tuple per client: a fan-out allocates nothing per client that the
         # garbage collector tracks, so it sets off no collection (a full one paused the event
@@ -549,8 +604,13 @@ class Hub:
                 elif transport.get_write_buffer_size() > limit:
                     self._cut_off(ws, transport, "slow")
                     written -= 1
-                else:
+                elif (dialect := dialects.get(ws)) is None:
                     transport.write(data)
+                else:
+                    framed = in_dialect.get(dialect)
+                    if framed is None:
+                        framed = in_dialect[dialect] = _text_frame(dialect(kind, payload))
+                    transport.write(framed)
         return written
 
     async def _catch_up(
@@ -614,6 +674,8 @@ class Hub:
                 frames = log.frames_after(cursor, budget)
                 if not frames:
                     return "replayed"
+                if ws in self._dialects:
+                    frames = [self._frame(ws, stream.kind, _payload(f)) for f in frames]
                 transport.write(b"".join(frames))
                 cursor += len(frames)
                 from_log = True
@@ -638,11 +700,13 @@ class Hub:
                         break
                     waited += await _wait(stream.delivered, CATCH_UP_SECONDS - waited)
                     continue
-                frames = _within(budget, [_text_frame(message) for _id, message in missed])
+                frames = _within(
+                    budget, [self._frame(ws, stream.kind, message) for _id, message in missed]
+                )
                 transport.write(b"".join(frames))
                 cursor += len(frames)
                 waited = 0.0
-        transport.write(stream.gap_frame(cursor, log.oldest_id))
+        transport.write(self._frame(ws, "gap", gap_frame(cursor, log.oldest_id, stream.channel)))
         return "gap"
 
     def _cut_off(
@@ -687,6 +751,12 @@ def _text_frame(payload: bytes) -> bytes:
     if length < 65536:
         return struct.pack("!BBH", 0x81, 126, length) + payload
     return struct.pack("!BBQ", 0x81, 127, length) + payload
+
+
+def _payload(frame: bytes) -> bytes:
+    """The payload of a frame made by :func:`_text_frame`."""
+    length = frame[1]
+    return frame[2 if length < 126 else 4 if length == 126 else 10 :]
 
 
 def _ended(ws: web.WebSocketResponse, transport: asyncio.Transport) -> bool:

@@ -74,6 +74,10 @@ class Session:
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             self._refuse(None, None, "not an object with a type")
             return
+        await self.handle_message(message)
+
+    async def handle_message(self, message: dict[str, Any]) -> None:
+        """Answer one request of the client, parsed already: an object whose ``type`` is a str."""
         kind = message["type"]
         if kind not in ("subscribe", "unsubscribe", "publish"):
             await self._ask(kind, None, self._service.on_message(self._connection, message))
