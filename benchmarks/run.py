@@ -65,6 +65,8 @@ GIT_ENV = {
 Result = dict[str, Any]
 #: The server built from ``--before``, an earlier template, measured side by side with this one.
 BEFORE = "before"
+#: Admission control off for every build of the app: the bench measures how fast it can accept.
+UNLIMITED_ADMISSION = {"MAX_CONNECTS_PER_SECOND": "1000000"}
 #: The peers' names: the Node baseline, the reference of every ratio, and the best Python peer.
 NODE, WEBSOCKETS = "node", "websockets"
 #: The app rendered with ``socketio_server`` yes, its clients speaking Socket.IO on /socket.io/.
@@ -517,6 +519,11 @@ def fan_out_table(n: int, results: dict[str, list[Result]], app: str) -> Result:
     others = [name for name in results if name != app]
     base = NODE if NODE in results else None
     print(f"\nN={n}  (medians of {len(results[app])}; ratios: {app} / each other server)")
+    for name, runs in results.items():
+        if short := [r["connected"] for r in runs if r["connected"] < n]:
+            print(
+                f"  WARNING: {name} connected only {short} of {n}: its figures are not comparable"
+            )
     print(f"  {'figure':26} {app:>10}" + "".join(f" {name:>10} {'ratio':>6}" for name in others))
     for m in METRICS:
         a = medians[app][m.label]
@@ -965,8 +972,7 @@ def main() -> None:
             "python",
             [str(python), "-m", package],
             project,
-            # Admission control off: the bench measures how fast the app can accept.
-            {"PYTHONPATH": str(project / "src"), "MAX_CONNECTS_PER_SECOND": "1000000"},
+            {"PYTHONPATH": str(project / "src"), **UNLIMITED_ADMISSION},
             replays=True,
         )
         servers = [app]
@@ -978,7 +984,7 @@ def main() -> None:
                     BEFORE,
                     [str(ensure_venv(project_requirements(earlier))), "-m", package_of(earlier)],
                     earlier,
-                    {"PYTHONPATH": str(earlier / "src")},
+                    {"PYTHONPATH": str(earlier / "src"), **UNLIMITED_ADMISSION},
                     replays=True,
                 )
             )
@@ -1010,7 +1016,7 @@ def main() -> None:
                 SOCKETIO,
                 [str(sio_python), "-m", package_of(sio_project)],
                 sio_project,
-                {"PYTHONPATH": str(sio_project / "src"), "MAX_CONNECTS_PER_SECOND": "1000000"},
+                {"PYTHONPATH": str(sio_project / "src"), **UNLIMITED_ADMISSION},
                 loadgen={"socketio": True},
             )
             report["machine"].update(socketio_versions(sio_python))
