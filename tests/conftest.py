@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import copier
 import pytest
@@ -72,3 +75,31 @@ def render(template: Path, dest: Path, **data: Any) -> Path:
     """Render ``template`` into ``dest`` with default answers overridden by ``data``."""
     copier.run_copy(str(template), str(dest), data=data, defaults=True, vcs_ref="HEAD", quiet=True)
     return dest
+
+
+def start_app(
+    project: Path, port: int, env: dict[str, str], stderr: int | IO[bytes] = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """Run a project rendered as ``realtime-app`` with this interpreter (it has the app's
+    dependencies) on ``port``, and wait for its health check.
+
+    Raises:
+        RuntimeError: it did not answer within 15 s.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "realtime_app"],
+        cwd=project,
+        env={**os.environ, "PYTHONPATH": str(project / "src"), "PORT": str(port), **env},
+        stderr=stderr,
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/cache-healthcheck?")
+            if conn.getresponse().status == 200:
+                return process
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("the app did not start")

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import http.client
-import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import render
+from conftest import render, start_app
 from vip_skeleton.check import free_port
 
 CHROMIUM = next(
@@ -37,38 +32,15 @@ CHROMIUM_ARGS = [
     "--disable-dev-shm-usage",
 ]
 
+#: The demo's integers a few times a second, so a page shows them soon.
+TICKING = {"TICK_SECONDS": "0.2"}
+
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(
         CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)"
     ),
 ]
-
-
-def start_app(project: Path, port: int) -> subprocess.Popen[bytes]:
-    """Run the rendered app with this interpreter (it has aiohttp) and wait for its health check."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "realtime_app"],
-        cwd=project,
-        env={
-            **os.environ,
-            "PYTHONPATH": str(project / "src"),
-            "PORT": str(port),
-            "TICK_SECONDS": "0.2",
-        },
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/cache-healthcheck?")
-            if conn.getresponse().status == 200:
-                return process
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("the app did not start")
 
 
 @pytest.fixture
@@ -89,7 +61,7 @@ def page_factory() -> Iterator[object]:
 
 def test_page_reconnects_after_the_server_restarts(project: Path, page_factory: object) -> None:
     port = free_port()
-    app = start_app(project, port)
+    app = start_app(project, port, TICKING)
     page = page_factory()  # type: ignore[operator]
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -111,7 +83,7 @@ def test_page_reconnects_after_the_server_restarts(project: Path, page_factory: 
         assert page.is_visible("#retry")
         assert "retrying in" in page.text_content("#detail")
         assert int(page.get_attribute("#detail", "data-seconds")) >= 0
-        app = start_app(project, port)
+        app = start_app(project, port, TICKING)
         page.wait_for_function(
             "document.querySelector('#state').dataset.state === 'reconnecting'", timeout=10_000
         )
@@ -136,7 +108,7 @@ def test_page_reconnects_after_the_server_restarts(project: Path, page_factory: 
 
 def test_two_pages_chat_across_a_server_restart(project: Path, page_factory: object) -> None:
     port = free_port()
-    app = start_app(project, port)
+    app = start_app(project, port, TICKING)
     pages = [page_factory() for _ in range(2)]  # type: ignore[operator]
     errors: list[str] = []
     open_state = "document.querySelector('#state').dataset.state === 'open'"
@@ -165,7 +137,7 @@ def test_two_pages_chat_across_a_server_restart(project: Path, page_factory: obj
 
         app.send_signal(signal.SIGKILL)  # the container dies without a word
         app.wait()
-        app = start_app(project, port)
+        app = start_app(project, port, TICKING)
         for page in pages:  # no waiting for the backoff: reconnect now
             page.wait_for_function(  # type: ignore[attr-defined]
                 "window.wsClient.state === 'open' || (window.wsClient.reconnectNow(), false)",
@@ -188,7 +160,7 @@ def test_socketio_view_recovers_after_the_server_restarts(
     """With socketio_server, the page's Socket.IO view (the official client, no build step)."""
     project = render(template_snapshot, tmp_path / "realtime-app", socketio_server=True)
     port = free_port()
-    app = start_app(project, port)
+    app = start_app(project, port, TICKING)
     page = page_factory()  # type: ignore[operator]
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -206,7 +178,7 @@ def test_socketio_view_recovers_after_the_server_restarts(
             "document.querySelector('#sio-state').dataset.state === 'reconnecting'",
             timeout=10_000,
         )
-        app = start_app(project, port)
+        app = start_app(project, port, TICKING)
         page.wait_for_function(open_state, timeout=15_000)
         page.wait_for_function(
             f"Number(document.querySelector('#sio-latest').dataset.id) > {before}",

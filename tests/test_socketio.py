@@ -10,13 +10,10 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from conftest import render
+from conftest import render, start_app
 from vip_skeleton.check import free_port
 
 NODE = shutil.which("node")
@@ -74,29 +71,12 @@ class App:
 
     def start(self) -> subprocess.Popen[bytes]:
         with self.log.open("ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "realtime_app"],
-                cwd=self.project,
-                env={
-                    **os.environ,
-                    "PYTHONPATH": str(self.project / "src"),
-                    "PORT": str(self.port),
-                    "TICK_SECONDS": "0.1",
-                    **self.env,
-                },
-                stderr=log,
-            )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", "/cache-healthcheck?")
-                if conn.getresponse().status == 200:
-                    return process
-            except OSError:
-                time.sleep(0.05)
-        process.kill()
-        raise RuntimeError(f"the app did not start: {self.log.read_text()}")
+                return start_app(
+                    self.project, self.port, {"TICK_SECONDS": "0.1", **self.env}, stderr=log
+                )
+            except RuntimeError:
+                raise RuntimeError(f"the app did not start: {self.log.read_text()}") from None
 
     def restart(self) -> None:
         self.process.send_signal(signal.SIGKILL)  # the container dies without a word
