@@ -817,14 +817,6 @@ def goals(report: Result, app: str) -> list[tuple[str, str, bool | None]]:
 
 def machine(python: Path, node_dir: Path | None, peer_python: Path | None) -> Result:
     """Machine and versions, for the record."""
-    versions = run(
-        [
-            str(python),
-            "-c",
-            "import sys, aiohttp, uvloop;"
-            "print(sys.version.split()[0], aiohttp.__version__, uvloop.__version__)",
-        ]
-    ).split()
     info: Result = {
         "nproc": os.cpu_count(),
         "cpu": next(
@@ -836,15 +828,14 @@ def machine(python: Path, node_dir: Path | None, peer_python: Path | None) -> Re
             platform.processor(),
         ),
         "kernel": platform.release(),
-        "python": versions[0],
-        "aiohttp": versions[1],
-        "uvloop": versions[2],
+        "python": run(
+            [str(python), "-c", "import platform; print(platform.python_version())"]
+        ).strip(),
+        **package_versions(python, "aiohttp", "uvloop"),
         "copier": run([sys.executable, "-m", "copier", "--version"]).split()[-1],
     }
     if peer_python is not None:
-        info["websockets"] = run(
-            [str(peer_python), "-c", "import websockets; print(websockets.__version__)"]
-        ).strip()
+        info.update(package_versions(peer_python, "websockets"))
     if node_dir is not None:
         info["node"] = run(["node", "--version"]).strip()
         info["ws"] = json.loads((node_dir / "node_modules" / "ws" / "package.json").read_text())[
@@ -853,9 +844,8 @@ def machine(python: Path, node_dir: Path | None, peer_python: Path | None) -> Re
     return info
 
 
-def socketio_versions(python: Path) -> Result:
-    """The versions of python-socketio and python-engineio in ``python``'s environment."""
-    names = ("python-socketio", "python-engineio")
+def package_versions(python: Path, *names: str) -> Result:
+    """The versions of the distributions ``names`` in ``python``'s environment."""
     code = f"from importlib.metadata import version; print(*map(version, {names!r}))"
     return dict(zip(names, run([str(python), "-c", code]).split(), strict=True))
 
@@ -1019,7 +1009,9 @@ def main() -> None:
                 {"PYTHONPATH": str(sio_project / "src"), **UNLIMITED_ADMISSION},
                 loadgen={"socketio": True},
             )
-            report["machine"].update(socketio_versions(sio_python))
+            report["machine"].update(
+                package_versions(sio_python, "python-socketio", "python-engineio")
+            )
         wait_for_quiet(args.wait_quiet, 0.5)
         report["load_before"] = os.getloadavg()
         if not args.no_render_timing:

@@ -365,7 +365,9 @@ class Hub:
         # Taken before the pings go out, so that a pong arriving during the fan-out counts.
         # Clients of a dialect (Socket.IO) are pinged by their own protocol, which drops the
         # silent ones itself.
-        self._unheard = {ws for ws, _ in self._default.subscribers() if ws not in self._dialects}
+        self._unheard = {*self._default.clients, *self._default.catching_up}.difference(
+            self._dialects
+        )
         async with self._fan_out_lock:
             await self._fan_out(
                 self._default,
@@ -576,7 +578,8 @@ class Hub:
     ) -> int:
         """Write ``payload`` to every live subscriber of ``stream`` (and the catching-up ones).
 
-        ``frame`` is ``payload``'s text frame when the caller has it already.
+        ``frame`` is what a client without a dialect gets, when it is at hand already (by
+        default, ``payload``'s text frame).
         """
         # Framed once for every client (and once per dialect): a delivery is one transport.write,
         # with no coroutine. This bypasses aiohttp's per-send path (two coroutines and a copy),

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
-from .guards import is_valid_channel, parse_json
+from .guards import Allowance, is_valid_channel, is_valid_close_code, parse_json
 from .hooks import Connection, Hooks, Refusal
 from .hub import Hub, HubUnavailable, Member
 
@@ -33,6 +34,45 @@ logger = logging.getLogger(__name__)
 
 #: Seconds a hook of the service may take to answer one request.
 HOOK_TIMEOUT = 5.0
+
+
+async def next_message(
+    ws: web.WebSocketResponse,
+    allowance: Allowance,
+    heard: Callable[[web.WebSocketResponse], None],
+    *,
+    deadline: float | None = None,
+    who: str = "a client",
+) -> WSMessage | None:
+    """Return the client's next text or binary message; None once its connection is over.
+
+    Every frame, pings and pongs included, counts against ``allowance`` and is reported to
+    ``heard``. A close is echoed (with 1002 for a code a client may not send), a ping answered, a
+    pong ignored; a client past its allowance is closed with 1008 (``who`` names it in the log).
+
+    Raises:
+        TimeoutError: Nothing came by ``deadline``, a time of the event loop's clock.
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        message = await ws.receive(timeout=None if deadline is None else deadline - loop.time())
+        heard(ws)
+        if message.type is WSMsgType.CLOSE:
+            # Echo a valid close; answer a code a client may not send (1006, 5000...) with 1002.
+            valid = is_valid_close_code(message.data)
+            await ws.close(code=WSCloseCode.OK if valid else WSCloseCode.PROTOCOL_ERROR)
+            return None
+        if message.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            return None
+        size = len(message.data) if isinstance(message.data, str | bytes) else 0
+        if not allowance.spend(size, loop.time()):
+            logger.warning("closing %s that sent too much (1008)", who)
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many messages")
+            return None
+        if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+            return message
+        if message.type is WSMsgType.PING:
+            await ws.pong(message.data)
 
 
 class Session:
