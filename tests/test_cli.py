@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -244,6 +247,36 @@ def test_the_rules_table_of_the_docs_is_check_rules() -> None:
     start = lines.index(expected[0])
     documented = lines[start : lines.index("", start)]
     assert documented == expected, "docs/cli.md's rules table should read:\n" + "\n".join(expected)
+
+
+@pytest.fixture
+def hung_server() -> Iterator[str]:
+    """A server that accepts every connection and never answers (nor closes); yield its URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):  # the listener closed: the test is over
+            while True:
+                held.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+    for conn in held:
+        conn.close()
+
+
+def test_check_on_a_hung_server_fails_each_rule_with_its_reason(hung_server: str) -> None:
+    shown: list[str] = []
+    report = check.check_url(hung_server, shown.append)
+    failed = {r.rule: r.detail for r in report.results if r.status == "fail"}
+    probed = ["health-get", "health-head", "home", "ws-valid", "ws-invalid", "ws-plain-get"]
+    assert list(failed) == probed, "a timeout is never a pass"
+    for rule, detail in failed.items():
+        assert f"no answer within {check.PROBE_TIMEOUT_S:.0f} s" in detail, rule
+    assert [line.partition(":")[0] for line in shown[1:]] == probed, "progress names each rule"
 
 
 @pytest.mark.parametrize(
