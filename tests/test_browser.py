@@ -82,6 +82,7 @@ def test_page_reconnects_after_the_server_restarts(project: Path, page_factory: 
         # A countdown to the next attempt, and a button not to wait for it.
         assert page.is_visible("#retry")
         assert "retrying in" in page.text_content("#detail")
+        assert page.text_content("#members") == "?", "no stale presence count while disconnected"
         assert int(page.get_attribute("#detail", "data-seconds")) >= 0
         app = start_app(project, port, TICKING)
         page.wait_for_function(
@@ -96,6 +97,7 @@ def test_page_reconnects_after_the_server_restarts(project: Path, page_factory: 
         )
         assert int(page.text_content("#latest")) >= 1  # the new process's integers
         assert page.text_content("#reconnects").strip() == "1"
+        page.wait_for_function("document.querySelector('#members').textContent === '1'")
         # The count started again: the page marks the restart instead of running backwards.
         page.wait_for_selector("#recent li.restart", timeout=5_000)
         assert "restarted" in page.text_content("#recent li.restart")

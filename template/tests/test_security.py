@@ -324,6 +324,7 @@ def test_a_port_in_use_stops_the_process_with_one_line() -> None:
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1].startswith(f"error: cannot listen on 0.0.0.0:{port}: ")
     assert "Traceback" not in result.stderr
+    assert "closing" not in result.stderr, "no shutdown talk: the app never started"
 
 
 def test_a_bad_host_stops_the_process_with_one_line() -> None:

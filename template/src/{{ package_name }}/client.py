@@ -159,6 +159,9 @@ class ReconnectingClient:
         self.last_id: int | None = None
         #: Number of times the client connected again after its first connection.
         self.reconnects = 0
+        #: Set while a connection is open, cleared when it drops: ``await
+        #: client.connected.wait()`` before sending, ``is_set()`` to show the state.
+        self.connected = asyncio.Event()
 
     async def __aenter__(self) -> ReconnectingClient:
         self._session = aiohttp.ClientSession()
@@ -229,16 +232,19 @@ class ReconnectingClient:
                     opened = loop.time()
                     logger.info("connected to %s", url)
                     self._ws = ws
+                    self.connected.set()
                     for channel in list(self.channels):
                         await self._send_subscribe(channel)
                     async for message in self._receive(ws):
                         yield message
                     self._ws = None
+                    self.connected.clear()
                     close_code = ws.close_code
                     if loop.time() - opened >= self._stable_after:
                         attempt = 0
             except (aiohttp.ClientError, OSError, TimeoutError) as error:
                 self._ws = None
+                self.connected.clear()
                 if isinstance(error, aiohttp.WSServerHandshakeError) and _final(error.status):
                     raise HandshakeRefused(error.status, str(self._url)) from None
                 logger.warning("connection to %s failed: %s", self._url, error or type(error))

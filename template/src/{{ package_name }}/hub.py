@@ -407,7 +407,8 @@ class Hub:
         clients = self._default.subscribers()
         for ws, _transport in clients:
             self.leave(ws)
-        logger.info("closing %d WebSocket connections with %d", len(clients), code)
+        if clients:  # none when the app stops before it ever listened (a port in use)
+            logger.info("closing %d WebSocket connections with %d", len(clients), code)
         await asyncio.gather(*(_close(ws, tr, code, b"server shutdown") for ws, tr in clients))
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
