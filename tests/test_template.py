@@ -44,8 +44,8 @@ VALIDATION_CASES: list[tuple[str, Any, str]] = [
     ("package_name", "my-app", "is not a valid package name"),
     ("package_name", "import", "is a Python keyword"),
     ("package_name", "async", "is a Python keyword"),
-    ("package_name", "asyncio", "is the name of a standard-library module"),
-    ("package_name", "json", "is the name of a standard-library module"),
+    ("package_name", "asyncio", "is a standard-library module"),
+    ("package_name", "json", "is a standard-library module"),
     ("description", "", "The description must not be empty."),
     ("description", "two\nlines", "The description must be a single line."),
     ("author_name", " ", "The author name must not be empty."),
@@ -86,9 +86,13 @@ def rendered_files(project: Path) -> list[Path]:
 def test_validators_refuse_bad_answers_with_a_readable_message(
     template_snapshot: Path, tmp_path: Path, question: str, value: Any, message: str
 ) -> None:
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(ValueError, match=re.escape(message)) as refused:
         render(template_snapshot, tmp_path / "project", **{question: value})
     assert not (tmp_path / "project" / "pyproject.toml").exists()
+    # A prompt shows the message on one line, cut at an 80-column terminal's edge.
+    shown = str(refused.value).partition(f"question '{question}': ")[2]
+    if len(str(value)) <= 12:
+        assert len(shown) <= 76, f"{shown!r} ({len(shown)} characters)"
 
 
 @pytest.mark.parametrize(("question", "value"), GOOD_ANSWERS)

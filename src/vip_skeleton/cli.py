@@ -213,7 +213,9 @@ def update(
         )
         if pretend:
             # git's short status: M changed, ?? added, D deleted, UU in conflict.
-            out.print("\n".join(result.changes) or "nothing would change", markup=False)
+            out.print(
+                "\n".join(result.changes) or "nothing would change", markup=False, soft_wrap=True
+            )
         else:
             _report_update(result, conflict)
 
@@ -221,15 +223,21 @@ def update(
 def _report_update(result: project.UpdateResult, conflict: project.Conflict) -> None:
     """Print what an update changed and what the user does next (review, test, commit)."""
     if not result.changes:
-        out.print(f"Template {result.new}: nothing changed.", markup=False)
+        out.print(f"Template {result.new}: nothing changed.", markup=False, soft_wrap=True)
         return
     moved = f"from {result.old} to {result.new}" if result.old != result.new else result.new
     out.print(
-        f"Updated the template {moved}; {len(result.changes)} files changed "
+        f"Updated the template {moved}; {len(result.changes)} "
+        f"{'file' if len(result.changes) == 1 else 'files'} changed "
         "(M changed, ?? added, D deleted, UU in conflict):",
         markup=False,
+        soft_wrap=True,
     )
-    out.print("\n".join(f"  {line}" for line in result.changes), markup=False, soft_wrap=True)
+    out.print(
+        "\n".join(f"  {line}" for line in result.changes),
+        markup=False,
+        soft_wrap=True,
+    )
     if result.conflicts:
         how = (
             "keep what you need of both sides and delete the <<<<<<< ======= >>>>>>> markers"
@@ -248,6 +256,7 @@ def _report_update(result: project.UpdateResult, conflict: project.Conflict) -> 
         "  2. test:    pytest\n"
         f'  3. commit:  git add -A && git commit -m "Update template to {result.new}"',
         markup=False,
+        soft_wrap=True,
     )
 
 
