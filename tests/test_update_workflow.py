@@ -14,10 +14,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from plumbum import local
+from typer.testing import CliRunner
 
-from cli_support import NOTES_V1, commit_all, git, release
+from cli_support import NOTES_V1, commit_all, git, isolate, release
 from conftest import render
+from vip_skeleton import __version__, source
+from vip_skeleton.cli import app
 from vip_skeleton.source import import_snapshot
 
 WORKFLOW = Path(".github/workflows/template-update.yml")
@@ -62,12 +67,15 @@ def copy(template: Path, dest: Path) -> Path:
     return dest
 
 
-def run_update_step(project: Path, tmp_path: Path) -> dict[str, str]:
-    """Run the update step's script in ``project`` as GitHub would; return its outputs."""
+def run_update_step(project: Path, tmp_path: Path, path: str = "") -> dict[str, str]:
+    """Run the update step's script in ``project`` as GitHub would; return its outputs.
+
+    ``path`` goes first on ``PATH``, before this interpreter's scripts (copier, vip-skeleton).
+    """
     script = steps_of(project)["Update to the newest template release"]["run"]
     outputs = tmp_path / "github-output"
     outputs.write_text("")
-    venv_bin = str(Path(sys.executable).parent)  # copier and vip-skeleton, as pip installed them
+    venv_bin = ":".join(p for p in (path, str(Path(sys.executable).parent)) if p)
     done = subprocess.run(
         ["bash", "-c", script],
         cwd=project,
@@ -124,3 +132,34 @@ def test_the_update_step_changes_nothing_when_the_project_is_up_to_date(tmp_path
     outputs = run_update_step(project, tmp_path)
 
     assert outputs == {"before": "1.0.0", "after": "1.0.0", "changed": "false", "rejects": ""}
+
+
+def test_the_update_step_updates_a_project_made_by_vip_skeleton_new(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A project whose source is vip-skeleton's cache is updated by the installed vip-skeleton."""
+    isolate(monkeypatch, tmp_path)
+    cache = str(tmp_path / "vip-skeleton")  # where the cache is, as the step recognises it
+    monkeypatch.setenv("VIP_SKELETON_CACHE_DIR", cache)
+    monkeypatch.setitem(local.env, "VIP_SKELETON_CACHE_DIR", cache)  # type: ignore[arg-type]
+    first = release(tmp_path / "r001")
+    with monkeypatch.context() as installed:  # release 0.0.1 made the project
+        installed.setattr(source, "bundled_snapshot", lambda: first)
+        installed.setattr(source, "__version__", "0.0.1")
+        made = CliRunner().invoke(app, ["new", str(tmp_path / "project"), "--defaults"])
+    assert made.exit_code == 0, made.output
+    project = tmp_path / "project"
+    commit_all(project, "Generate")
+    # The step's pipx run of the project's version needs PyPI; the cache already holds 0.0.1.
+    offline = tmp_path / "offline"
+    offline.mkdir()
+    (offline / "pipx").write_text("#!/bin/sh\necho 'pipx: no network here' >&2\nexit 1\n")
+    (offline / "pipx").chmod(0o755)
+
+    outputs = run_update_step(project, tmp_path, path=str(offline))
+
+    assert outputs["before"] == "0.0.1"
+    assert outputs["after"].startswith(__version__), "this checkout's vip-skeleton's template"
+    assert outputs["changed"] == "true"
+    assert outputs["rejects"] == ""
+    assert not (project / "NOTES.md").exists(), "a file only 0.0.1 had is gone"
