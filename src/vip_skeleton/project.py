@@ -182,7 +182,8 @@ def new_project(
     The bundled template needs no ``--trust``: it has no tasks, migrations or Jinja extensions.
 
     Raises:
-        CliError: ``dest`` already holds files (a project is updated, never generated again).
+        CliError: ``dest`` is a file or already holds files (a project is updated, never
+            generated again).
     """
     if dest.exists() and not dest.is_dir():
         raise CliError(f"{dest} is a file; choose a new directory for the project")
