@@ -239,7 +239,8 @@ def _http(
     """Send one request on a fresh connection; return status, Location header and elapsed ms.
 
     Raises:
-        OSError: no connection, or no complete answer within ``timeout`` (``TimeoutError``).
+        OSError: no connection, or ``TimeoutError``: nothing to read for ``timeout`` (each read
+            has its own, so an answer trickling in byte by byte is not cut short).
     """
     started = time.perf_counter()
     conn = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=timeout)
