@@ -104,6 +104,14 @@ class Broker(Protocol):
             HubUnavailable: The presence could not be read.
         """
 
+    async def count_present(self, channel: str, here: int) -> int:
+        """Record that ``here`` connections of this process subscribe to ``channel``; return
+        how many do in every process (counted presence: no names).
+
+        Raises:
+            HubUnavailable: The count could not be had.
+        """
+
     async def acquire_lease(self, name: str) -> bool:
         """Try once to become the one producer ``name``; True when this process holds it."""
 
@@ -215,6 +223,10 @@ class LocalBroker:
     async def members(self, channel: str) -> list[str]:
         """The names present on ``channel`` in this process, the earliest first."""
         return list(itertools.islice(self._present.get(channel, ()), MAX_PRESENCE_LIST))
+
+    async def count_present(self, channel: str, here: int) -> int:
+        """One process: ``here``."""
+        return here
 
     async def acquire_lease(self, name: str) -> bool:
         """One process: always the producer."""
