@@ -2,7 +2,8 @@
 
 Generated once, then yours: ``copier update`` never changes this file. Every hook you do not
 write here keeps the default of :class:`~.hooks.Hooks` (which refuses every subscribe and
-publish). The demo: the integers for everyone, and chat rooms on the channels ``chat/...``.
+publish). The demo: the integers for everyone, and chat rooms on the channels ``chat/...``; and
+the WordPress plugin's channels of public posts for every reader (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ CHAT_PREFIX = "chat/"
 #: Longest name and text of a chat message, in characters.
 MAX_NAME_LENGTH = 40
 MAX_TEXT_LENGTH = 1000
+#: The WordPress plugin's channels of a public post, open to every reader: ``post:<ID>``,
+#: ``comments:<ID>``, ``liveblog:<ID>``. A draft's, a private or a password-protected post's are
+#: the same behind ``private:`` (``private:post:<ID>``): open only to a token that grants them.
+WORDPRESS_PUBLIC_PREFIXES = ("post:", "comments:", "liveblog:")
 
 
 class Service(Hooks):
@@ -45,8 +50,8 @@ class Service(Hooks):
         return subject
 
     async def authorize_subscribe(self, connection: Connection, channel: str) -> bool:
-        """Anyone may join a chat room; no other channel is open to clients."""
-        return channel.startswith(CHAT_PREFIX)
+        """Anyone may join a chat room or follow a public post; no other channel is open."""
+        return channel.startswith((CHAT_PREFIX, *WORDPRESS_PUBLIC_PREFIXES))
 
     async def authorize_publish(self, connection: Connection, channel: str, data: object) -> bool:
         """Anyone may say ``{"name": ..., "text": ...}`` in a chat room, and nothing else."""
