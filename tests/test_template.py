@@ -30,6 +30,7 @@ NON_DEFAULT_ANSWERS: list[dict[str, Any]] = [
     {"socketio_server": True},
     {"redis": True},
     {"redis": True, "package_name": "cluster_app", "socketio_paths": False},
+    {"wordpress": False},
 ]
 
 VALIDATION_CASES: list[tuple[str, Any, str]] = [
@@ -328,8 +329,9 @@ SUITE_ANSWERS = [
         "default_port": 8080,
         "socketio_paths": False,
         "redis": True,
+        "wordpress": False,  # its tests run in the defaults, and in tests/test_wordpress.py
     },
-    {"package_name": "socketio_app", "socketio_server": True},
+    {"package_name": "socketio_app", "socketio_server": True, "wordpress": False},
 ]
 
 

@@ -23,6 +23,8 @@ from typing import ClassVar, NamedTuple, Protocol
 MAX_PRESENCE_LIST = 1000
 #: Channels whose last id the in-process broker remembers at most (the least recently used go).
 MAX_LOCAL_CHANNELS = 10_000
+#: Idempotency keys the in-process broker remembers at most (the oldest go): about 25 MB at most.
+MAX_SEEN_KEYS = 100_000
 
 
 class Member(NamedTuple):
@@ -34,6 +36,10 @@ class Member(NamedTuple):
 
 class HubUnavailable(RuntimeError):
     """A broadcast or a producer's step could not be made now (e.g. the message broker is down)."""
+
+
+class PublishInProgress(RuntimeError):
+    """A publish with the same idempotency key is under way: ask again in a moment."""
 
 
 class Receiver(Protocol):
@@ -72,6 +78,20 @@ class Broker(Protocol):
 
         Raises:
             HubUnavailable: The broadcast could not be made.
+        """
+
+    async def publish_once(
+        self, key: str, data: str, channel: str | None = None
+    ) -> tuple[int, bool]:
+        """Broadcast ``data`` as :meth:`publish` does, unless ``key`` was seen already.
+
+        Returns:
+            The broadcast's id and True; for a key seen already, the id its first publish
+            returned and False, and nothing is broadcast.
+
+        Raises:
+            HubUnavailable: The broadcast could not be made (the key is not remembered then).
+            PublishInProgress: Another publish with ``key`` has not finished yet.
         """
 
     async def history(
@@ -167,6 +187,7 @@ class LocalBroker:
         self._receiver: Receiver | None = None
         self._counters: dict[str, int] = {}
         self._present: dict[str, dict[str, set[str]]] = {}  # channel -> name -> connections
+        self._seen: dict[str, int | None] = {}  # idempotency key -> id (None: under way)
 
     async def start(self, receiver: Receiver) -> None:
         """Deliver every later broadcast to ``receiver``."""
@@ -188,6 +209,27 @@ class LocalBroker:
             del last_ids[next(key for key in last_ids if key is not None)]
         await self._receiver.deliver(message_id, encode_message(message_id, data, channel), channel)
         return message_id
+
+    async def publish_once(
+        self, key: str, data: str, channel: str | None = None
+    ) -> tuple[int, bool]:
+        """Publish unless ``key`` is among the newest ``MAX_SEEN_KEYS`` keys seen."""
+        seen = self._seen
+        if key in seen:
+            message_id = seen[key]
+            if message_id is None:
+                raise PublishInProgress(key)
+            return message_id, False
+        seen[key] = None
+        try:
+            message_id = await self.publish(data, channel)
+        except BaseException:
+            seen.pop(key, None)
+            raise
+        seen[key] = message_id
+        if len(seen) > MAX_SEEN_KEYS:  # bounded memory: the oldest key goes
+            del seen[next(iter(seen))]
+        return message_id, True
 
     async def history(self, last_id: int, count: int, channel: str | None = None) -> None:
         """Keeps none: the hub's own replay logs are all there is."""

@@ -370,6 +370,23 @@ class Hub:
         text = json.dumps(data, separators=(",", ":"), allow_nan=False)
         return await self._broker.publish(text, channel)
 
+    async def broadcast_once(
+        self, key: str, data: object, channel: str | None = None
+    ) -> tuple[int, bool]:
+        """Broadcast as :meth:`broadcast` does, once per idempotency ``key``.
+
+        Returns:
+            The broadcast's id and True; for a ``key`` seen already, the id of its first
+            broadcast and False, and nothing is sent again.
+
+        Raises:
+            HubUnavailable: The broker could not take the broadcast.
+            PublishInProgress: A broadcast with ``key`` is under way.
+            ValueError: ``data`` holds a number JSON cannot carry (NaN or infinity).
+        """
+        text = json.dumps(data, separators=(",", ":"), allow_nan=False)
+        return await self._broker.publish_once(key, text, channel)
+
     def heard(self, ws: web.WebSocketResponse) -> None:
         """Note that ``ws`` sent a frame (a pong or anything else): its peer is still there."""
         self._unheard.discard(ws)

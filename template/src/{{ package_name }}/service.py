@@ -4,8 +4,9 @@ Generated once, then yours: ``copier update`` never changes this file. Every hoo
 write here keeps the default of :class:`~.hooks.Hooks` (which refuses every subscribe and
 publish, and lets a connection in as its token says). The demo: the integers for everyone, chat
 rooms on the channels ``chat/...``, live blogs on ``live/...`` (anyone may follow one, and sees
-how many follow it; only a token's ``publish`` grant may post), and whatever else a connection's
-token grants (``channels: ["post:42"]``).
+how many follow it; only a token's ``publish`` grant may post), the WordPress plugin's channels of
+public posts for every reader (docs/protocol.md), and whatever else a connection's token grants
+(``channels: ["private:post:42"]``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ LIVE_PREFIX = "live/"
 #: Longest name and text of a chat message, in characters.
 MAX_NAME_LENGTH = 40
 MAX_TEXT_LENGTH = 1000
+#: The WordPress plugin's channels of a public post, open to every reader: ``post:<ID>``,
+#: ``comments:<ID>``, ``liveblog:<ID>``. A draft's, a private or a password-protected post's are
+#: the same behind ``private:`` (``private:post:<ID>``): open only to a token that grants them.
+WORDPRESS_PUBLIC_PREFIXES = ("post:", "comments:", "liveblog:")
+PRIVATE_PREFIX = "private:"
 
 
 class Service(Hooks):
@@ -34,14 +40,19 @@ class Service(Hooks):
     # 401 with an invalid one.
 
     async def authorize_subscribe(self, connection: Connection, channel: str) -> bool:
-        """Anyone may join a chat room or follow a live blog; other channels, as the token says."""
-        if channel.startswith((CHAT_PREFIX, LIVE_PREFIX)):
+        """Anyone may join a chat room, follow a live blog or a public post; other channels, as
+        the token says."""
+        if channel.startswith((CHAT_PREFIX, LIVE_PREFIX, *WORDPRESS_PUBLIC_PREFIXES)):
             return True
         return await super().authorize_subscribe(connection, channel)
 
     async def authorize_publish(self, connection: Connection, channel: str, data: object) -> bool:
         """Anyone with a token (anyone, without ``AUTH_SECRET``) may say ``{"name": ...,
-        "text": ...}`` in a chat room; elsewhere, what the token's ``publish`` grants."""
+        "text": ...}`` in a chat room; elsewhere, what the token's ``publish`` grants, but never
+        on a post's channels: only the site publishes there (``/_publish``), and pages show what
+        arrives there as HTML."""
+        if channel.removeprefix(PRIVATE_PREFIX).startswith(WORDPRESS_PUBLIC_PREFIXES):
+            raise Refusal("only the site publishes on a post's channels")
         if not channel.startswith(CHAT_PREFIX):
             return await super().authorize_publish(connection, channel, data)
         if self.settings.auth_secrets and connection.token is None:
