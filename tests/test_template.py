@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import keyword
 import re
 import shutil
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from conftest import render
 
@@ -47,6 +49,11 @@ VALIDATION_CASES: list[tuple[str, Any, str]] = [
     ("package_name", "async", "is a Python keyword"),
     ("package_name", "asyncio", "is a standard-library module"),
     ("package_name", "json", "is a standard-library module"),
+    ("package_name", "redis", "is a dependency's import name"),
+    ("package_name", "socketio", "is a dependency's import name"),
+    ("package_name", "aiohttp", "is a dependency's import name"),
+    ("package_name", "jwt", "is a dependency's import name"),
+    ("package_name", "yarl", "is a dependency's import name"),
     ("description", "", "The description must not be empty."),
     ("description", "two\nlines", "The description must be a single line."),
     ("author_name", " ", "The author name must not be empty."),
@@ -71,6 +78,7 @@ GOOD_ANSWERS: list[tuple[str, Any]] = [
     ("project_slug", "live-blog-2"),
     ("package_name", "_private_pkg"),
     ("package_name", "asyncio_extras"),
+    ("package_name", "redis_app"),
     ("author_email", "first.last+tag@sub.example.org"),
     ("default_port", 1024),
     ("default_port", 65535),
@@ -245,6 +253,43 @@ def test_the_lookup_tables_cover_this_python() -> None:
     assert set(sys.stdlib_module_names) <= modules, sorted(set(sys.stdlib_module_names) - modules)
 
 
+def test_the_lookup_table_covers_the_dependencies(template_snapshot: Path, tmp_path: Path) -> None:
+    """A package may not be named after what ``pip install -e '.[test]'`` brings into a project
+    rendered with every option: its dependencies and the test extra's (their import names, as
+    installed here), and what its dependencies need at run time."""
+    project = render(template_snapshot, tmp_path / "project", redis=True, socketio_server=True)
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())["project"]
+    direct = [Requirement(r) for r in pyproject["dependencies"]]
+    tests = [Requirement(r) for r in pyproject["optional-dependencies"]["test"]]
+    installed: dict[str, set[str]] = {}
+    for name, distributions in importlib.metadata.packages_distributions().items():
+        for distribution in distributions:
+            installed.setdefault(canonicalize_name(distribution), set()).add(name)
+
+    def import_names(requirement: Requirement) -> set[str]:
+        # A dependency missing here (uvloop) is imported under its own name.
+        found = installed.get(canonicalize_name(requirement.name), set())
+        names = found or {canonicalize_name(requirement.name).replace("-", "_")}
+        return {n for n in names if re.fullmatch("[a-z_][a-z0-9_]*", n)}
+
+    needed = set().union(*map(import_names, direct + tests))
+    todo, seen = list(direct), set()
+    while todo:  # what the dependencies need at run time, as far as it is installed here
+        requirement = todo.pop()
+        name = canonicalize_name(requirement.name)
+        if name in seen or name not in installed:
+            continue
+        seen.add(name)
+        needed |= import_names(requirement)
+        for line in importlib.metadata.requires(name) or []:
+            nested = Requirement(line)
+            if nested.marker is None or nested.marker.evaluate({"extra": ""}):
+                todo.append(nested)
+    questions = yaml.safe_load((Path(__file__).parent.parent / "copier.yml").read_text())
+    table = set(questions["dependency_import_names"]["default"].split())
+    assert needed <= table, f"add {sorted(needed - table)} to dependency_import_names"
+
+
 def test_every_question_is_in_the_readme_table() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     rows = {cell for line in readme.splitlines() if line.startswith("| `") for cell in
@@ -271,6 +316,7 @@ def test_answers_file_records_answers_but_not_lookup_tables(
     assert recorded["_src_path"] == str(template_snapshot)
     assert "stdlib_module_names" not in recorded
     assert "python_keywords" not in recorded
+    assert "dependency_import_names" not in recorded
     assert recorded["project_slug"] == "project"  # the destination folder's name
     assert recorded["package_name"] == "project"
 
@@ -283,6 +329,7 @@ def test_answers_file_records_answers_but_not_lookup_tables(
         ("2024-app", "Realtime App", "realtime-app", "realtime_app"),  # no package starts so
         ("class", "Realtime App", "realtime-app", "realtime_app"),  # a keyword
         ("json", "Realtime App", "realtime-app", "realtime_app"),  # a standard-library module
+        ("redis", "Realtime App", "realtime-app", "realtime_app"),  # a dependency's import name
     ],
 )
 def test_the_names_default_to_the_destination_folder(
