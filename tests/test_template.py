@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import keyword
 import re
@@ -404,3 +405,42 @@ def test_rendered_project_passes_its_own_checks_in_a_fresh_virtualenv(
     run(python, "-m", "ruff", "format", "--check", ".")
     run(python, "-m", "mypy")
     run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider")
+
+
+def defined_names(package: Path) -> set[str]:
+    """What the package's modules define: functions and classes, and ``Class.member``."""
+    names: set[str] = set()
+    for module in package.rglob("*.py"):
+        for node in ast.parse(module.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                names.add(node.name)
+            if isinstance(node, ast.ClassDef):
+                names |= {
+                    f"{node.name}.{member.name}"
+                    for member in node.body
+                    if isinstance(member, ast.FunctionDef | ast.AsyncFunctionDef)
+                }
+    return names
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [{}, {"socketio_server": True}, {"redis": True}],
+    ids=["defaults", "socketio_server", "redis"],
+)
+def test_every_name_in_the_readme_rule_table_exists(
+    template_snapshot: Path, tmp_path: Path, answers: dict[str, Any]
+) -> None:
+    """The "where" column of the README's platform rules names files and code of the render."""
+    project = render(template_snapshot, tmp_path / "project", **answers)
+    package = project / "src" / "project"
+    readme = (project / "README.md").read_text()
+    table = readme.partition("## How it meets the platform's rules")[2].partition("\n## ")[0]
+    rows = [line.split("|")[2] for line in table.splitlines() if line.startswith("| ")][1:]
+    cited = {name for row in rows for name in re.findall(r"`([^`]+)`", row)}
+    assert cited
+    files = {name for name in cited if re.search(r"\.(py|js)$", name)}
+    missing = {name for name in files if not (package / name).is_file()}
+    code = {name.removesuffix("()") for name in cited - files}
+    missing |= code - defined_names(package)
+    assert not missing, f"the README's rule table names what the render lacks: {sorted(missing)}"

@@ -79,7 +79,7 @@ def _calm_the_garbage_collector() -> None:
 
     Each connection brings about 70 objects the collector tracks. With Python's defaults, a wave
     of 5,000 connections spent a quarter of its time in the collector, in pauses of up to 83 ms;
-    with these settings, 5 % (docs/performance.md of vip-skeleton). What start-up made (modules,
+    with these settings, 5 % (vip-skeleton's fan-out benchmark). What start-up made (modules,
     the app) lives as long as the process: frozen, no collection looks at it again. The youngest
     objects are collected every 10,000 allocations instead of 700, so the full collections that
     scan every connection's objects come far less often.
