@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,16 +25,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from rendering import render, user_settings_kept_out
+from servers import free_port, healthy
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SCRIPTS = ("EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "SCRIPT", "FCALL", "FCALL_RO", "FUNCTION")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_until(check: object, seconds: float, what: str) -> None:
@@ -47,15 +41,6 @@ def wait_until(check: object, seconds: float, what: str) -> None:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"{what} did not come within {seconds:.0f} s")
-
-
-def healthy(port: int) -> bool:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        connection.request("GET", "/cache-healthcheck?")
-        return connection.getresponse().status == 200
-    finally:
-        connection.close()
 
 
 @contextlib.contextmanager
@@ -83,26 +68,8 @@ def main() -> None:
         sys.exit("redis-server is needed (apt-get install redis-server)")
     with tempfile.TemporaryDirectory(prefix="presence-count-") as work:
         project = Path(work) / "app"
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "copier",
-                "copy",
-                "--defaults",
-                "--trust",
-                "--vcs-ref",
-                "HEAD",
-                "--data",
-                "redis=true",
-                "--data",
-                "project_name=bench-app",
-                str(REPO),
-                str(project),
-            ],
-            check=True,
-            capture_output=True,
-        )
+        with user_settings_kept_out(Path(work)):
+            render(REPO, project, redis=True, project_name="bench-app")
         redis_port = free_port()
         renamed = [arg for command in SCRIPTS for arg in ("--rename-command", command, "")]
         with running(

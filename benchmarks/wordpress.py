@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from run import log, package_of, render
 
+from rendering import package_of, render, user_settings_kept_out
+from servers import free_port, log
 from vip_skeleton import __version__
-from vip_skeleton.check import free_port
 from vip_skeleton.source import import_snapshot
 
 REPO = Path(__file__).resolve().parent.parent
@@ -195,7 +195,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="wordpress-bench-"))
     snapshot = work / "snapshot"
     import_snapshot(REPO, __version__, snapshot)
-    project = render(snapshot, work / "project")
+    with user_settings_kept_out(work):
+        project = render(snapshot, work / "project")
     log("setting up WordPress")
     wordpress = WordPress(project, work / "wordpress")
     report: dict[str, Any] = {"load": os.getloadavg()[0]}

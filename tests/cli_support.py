@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from plumbum import local
+
+from rendering import git
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -46,29 +47,6 @@ def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
         # when plumbum was imported.
         monkeypatch.setitem(local.env, key, value)  # type: ignore[arg-type]
     return env
-
-
-#: A commit identity for tests' own commits, which must not depend on the machine's git config.
-GIT_IDENTITY = {
-    "GIT_AUTHOR_NAME": "Test",
-    "GIT_AUTHOR_EMAIL": "test@example.com",
-    "GIT_COMMITTER_NAME": "Test",
-    "GIT_COMMITTER_EMAIL": "test@example.com",
-}
-
-
-def git(cwd: Path, *args: str) -> str:
-    """Run git in ``cwd`` with a test identity and return its output (fails the test on error)."""
-    done = subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        env={**os.environ, **GIT_IDENTITY},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
-    return done.stdout
 
 
 def commit_all(cwd: Path, message: str = "commit") -> None:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import render, start_app
-from vip_skeleton.check import free_port
+from conftest import start_app
+from rendering import render
+from servers import free_port
 
 CHROMIUM = next(
     (

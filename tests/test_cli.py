@@ -19,6 +19,7 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from cli_support import FIXTURES, commit_all, isolate, release
+from servers import free_port
 from vip_skeleton import __version__, check, source
 from vip_skeleton.cli import app
 
@@ -236,7 +237,7 @@ def test_check_project_directory(
 @pytest.fixture
 def running_app(request: pytest.FixtureRequest) -> Iterator[str]:
     """Start the fixture app in the mode given by indirect parametrisation; yield its URL."""
-    port = check.free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PORT": str(port),

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from cli_support import ROOT, commit_all, subprocess_env
+from rendering import git
 from vip_skeleton import __version__
 
 
@@ -268,10 +269,7 @@ def test_offline_new_and_update_from_installed_wheels(tmp_path: Path) -> None:
     assert answers["_commit"] == "999.0.0"
     assert "# release B\n*.tmp\n" in (project / ".gitignore").read_text()
     assert readme.read_text().endswith("\nMy own notes.\n")
-    tags = subprocess.run(
-        ["git", "-C", str(home / ".cache" / "vip-skeleton" / "template"), "tag"],
-        capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
+    tags = git(home / ".cache" / "vip-skeleton" / "template", "tag").split()
     assert sorted(tags) == sorted([version_a, "999.0.0"])
 
 

@@ -29,8 +29,8 @@ import yaml
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import render
-from vip_skeleton.check import free_port
+from rendering import render
+from servers import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONTAINER_SCRIPTS = REPO_ROOT / "tests" / "container"

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from rendering import render
+
 NODE = shutil.which("node")
 MIN_NODE_MAJOR = 20
 
@@ -30,20 +31,10 @@ def _node_major() -> int | None:
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def rendered(tmp_path_factory: pytest.TempPathFactory, template_snapshot: Path) -> Path:
     """The template rendered with its default answers (package ``realtime_app``)."""
-    import copier
-
-    tmp = tmp_path_factory.mktemp("js-client")
-    settings = tmp / "copier-settings.yml"
-    settings.write_text("defaults: {}\n")  # ignore the user's own copier defaults
-    dst = tmp / "realtime-app"  # the package is named after the folder
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("COPIER_SETTINGS_PATH", str(settings))
-        copier.run_copy(
-            str(REPO_ROOT), dst, defaults=True, unsafe=False, vcs_ref="HEAD", quiet=True
-        )
-    return dst
+    # The package is named after the folder.
+    return render(template_snapshot, tmp_path_factory.mktemp("js-client") / "realtime-app")
 
 
 def test_rendered_test_imports_the_rendered_module(rendered: Path) -> None:

@@ -39,8 +39,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from conftest import git, render
-from vip_skeleton.check import free_port
+from rendering import git, render
+from servers import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PLATFORM = REPO_ROOT / "tests" / "platform"
@@ -469,8 +469,7 @@ def test_platform_build_in_node_image_stand_in(
     project = _generate(template_snapshot, tmp_path / "project")
     # The build context as the platform makes it: the committed tree, its .dockerignore, packages/.
     context = tmp_path / "context"
-    clone = _run(["git", "clone", "-q", str(project), str(context)])
-    assert clone.returncode == 0, clone.stderr
+    git(tmp_path, "clone", "-q", str(project), str(context))
     (context / ".dockerignore").write_text(CHECKER_DOCKERIGNORE, encoding="utf-8")
     (context / "packages").mkdir(exist_ok=True)
     tag = f"localhost/vip-skeleton-platform-test-{uuid.uuid4().hex[:12]}:ci"

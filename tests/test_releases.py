@@ -22,7 +22,8 @@ import yaml
 from packaging.version import InvalidVersion, Version
 
 from cli_support import files
-from conftest import REPO_ROOT, git
+from conftest import REPO_ROOT
+from rendering import git
 from vip_skeleton import __version__, source
 from vip_skeleton.source import import_snapshot
 

@@ -21,8 +21,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from conftest import render, start_app
-from vip_skeleton.check import free_port
+from conftest import start_app
+from rendering import render
+from servers import free_port
 
 NODE = shutil.which("node")
 NPM = shutil.which("npm")

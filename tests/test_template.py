@@ -18,7 +18,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from conftest import render
+from rendering import render
 
 NON_DEFAULT_ANSWERS: list[dict[str, Any]] = [
     {"project_name": "Live Blog", "package_name": "liveblog_service"},

@@ -22,10 +22,10 @@ from cli_support import (
     ROOT,
     commit_all,
     files,
-    git,
     isolate,
     release,
 )
+from rendering import git
 from vip_skeleton import source
 from vip_skeleton.cli import app
 

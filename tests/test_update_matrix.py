@@ -20,8 +20,9 @@ import copier
 import pytest
 from packaging.version import InvalidVersion, Version
 
-from cli_support import commit_all, git
+from cli_support import commit_all
 from conftest import REPO_ROOT
+from rendering import git
 from vip_skeleton.source import SNAPSHOT_PATHS, import_snapshot
 
 #: How many of the newest releases a project is updated from.

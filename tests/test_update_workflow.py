@@ -19,8 +19,8 @@ import yaml
 from plumbum import local
 from typer.testing import CliRunner
 
-from cli_support import NOTES_V1, commit_all, git, isolate, release
-from conftest import render
+from cli_support import NOTES_V1, commit_all, isolate, release
+from rendering import git, render
 from vip_skeleton import __version__, source
 from vip_skeleton.cli import app
 from vip_skeleton.source import import_snapshot

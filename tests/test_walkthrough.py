@@ -13,9 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from cli_support import GIT_IDENTITY, git
 from conftest import REPO_ROOT
-from vip_skeleton.check import free_port
+from rendering import GIT_IDENTITY, git
+from servers import free_port
 
 
 def code_block(readme: Path, heading: str) -> list[str]:
@@ -40,13 +40,8 @@ def clone_with_work_tree(dest: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         # This checkout's files as git sees them (its .gitignore applies), in the clone's objects.
         index = {"GIT_INDEX_FILE": str(Path(tmp) / "index"), "GIT_WORK_TREE": str(REPO_ROOT)}
-        subprocess.run(
-            ["git", "-C", str(dest), "add", "-A"], env={**os.environ, **index}, check=True
-        )
-        tree = subprocess.run(
-            ["git", "-C", str(dest), "write-tree"],
-            env={**os.environ, **index}, capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
+        git(dest, "add", "-A", env=index)
+        tree = git(dest, "write-tree", env=index).strip()
     if tree != git(dest, "rev-parse", "HEAD^{tree}").strip():
         commit = git(dest, "commit-tree", tree, "-p", "HEAD", "-m", "Work in progress").strip()
         git(dest, "reset", "-q", "--hard", commit)

@@ -16,9 +16,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from conftest import render, start_app
+from conftest import start_app
+from rendering import render
+from servers import free_port
 from test_browser import CHROMIUM, CHROMIUM_ARGS
-from vip_skeleton.check import free_port
 
 #: The rendered plugin's publish token, and the origin its WordPress pages have.
 TOKEN = "a-publish-token-for-the-page-test"  # noqa: S105 - a test token
