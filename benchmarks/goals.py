@@ -95,31 +95,20 @@ def _slow_client_memory_bound(report: Result, app: str) -> float:
 
 def _waves(label: str) -> list[Goal]:
     """A reconnect wave: the health check, the live clients' silence, the wave's length."""
-    of = f"wave ({label}):"
     return [
         Goal(
-            f"{of} health p99 < 100 ms",
-            at("waves", label, "{app}", "health p99 ms"),
-            100,
+            f"wave ({label}): {goal}",
+            at("waves", label, "{app}", figure),
+            bound,
             at_most=True,
-            unit=" ms",
-            strict=True,
-        ),
-        Goal(
-            f"{of} live silence < 1 s",
-            at("waves", label, "{app}", "live max silence ms"),
-            1000,
-            at_most=True,
-            unit=" ms",
-            strict=True,
-        ),
-        Goal(
-            f"{of} served within 5 s",
-            at("waves", label, "{app}", "wave s"),
-            5 + 0.5,
-            at_most=True,
-            unit=" s",
-        ),
+            unit=unit,
+            strict=strict,
+        )
+        for goal, figure, bound, unit, strict in (
+            ("health p99 < 100 ms", "health p99 ms", 100, " ms", True),
+            ("live silence < 1 s", "live max silence ms", 1000, " ms", True),
+            ("served within 5 s", "wave s", 5 + 0.5, " s", False),
+        )
     ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from matrix import (
     CAPACITY_BROADCASTS_PER_S,
@@ -65,6 +66,17 @@ def median(values: Sequence[float | None]) -> float | None:
     """Median of the known values (None when there is none)."""
     known = [v for v in values if v is not None]
     return statistics.median(known) if known else None
+
+
+def median_of(runs: Sequence[Result], *keys: str) -> float | None:
+    """Median of one figure of every run: ``run[keys[0]][keys[1]]...``."""
+    figures = []
+    for run in runs:
+        figure: Any = run
+        for key in keys:
+            figure = figure[key]
+        figures.append(figure)
+    return median(figures)
 
 
 def fmt(value: float | None) -> str:
@@ -209,13 +221,12 @@ def wave_summary(label: str, results: dict[str, list[Result]]) -> Result:
             for outcome, count in r["outcome"].items():
                 outcomes[outcome] = outcomes.get(outcome, 0) + count
         s: Result = {
-            "wave s": median([r["wave_seconds"] for r in runs]),
-            "replay max s": median([r["replay_max_s"] for r in runs]),
-            "live max silence ms": median([r["live_max_silence_ms"] for r in runs]),
-            "health p99 ms": median([r["health"]["p99"] for r in runs]),
-            "health max ms": median([r["health"]["max"] for r in runs]),
+            "wave s": median_of(runs, "wave_seconds"),
+            "replay max s": median_of(runs, "replay_max_s"),
+            "live max silence ms": median_of(runs, "live_max_silence_ms"),
+            **_health(runs),
             "health errors": sum(sum(r["health"]["errors"].values()) for r in runs),
-            "CPU ms/replay": median([r["cpu_per_replay_ms"] for r in runs]),
+            "CPU ms/replay": median_of(runs, "cpu_per_replay_ms"),
             "outcomes": outcomes,
         }
         summary[name] = s
@@ -229,6 +240,14 @@ def wave_summary(label: str, results: dict[str, list[Result]]) -> Result:
     return summary
 
 
+def _health(runs: Sequence[Result]) -> Result:
+    """The health check's p99 and slowest answer during each run (medians), in ms."""
+    return {
+        "health p99 ms": median_of(runs, "health", "p99"),
+        "health max ms": median_of(runs, "health", "max"),
+    }
+
+
 def deploy_summary(n: int, results: dict[str, list[Result]]) -> Result:
     """Medians of the simulated deploys per drain, printed."""
     summary: Result = {}
@@ -236,13 +255,12 @@ def deploy_summary(n: int, results: dict[str, list[Result]]) -> Result:
     for label, runs in results.items():
         s: Result = {
             "reconnected": min(r["reconnected"] for r in runs),
-            "peak per 100 ms": median([r["peak_per_100ms"] for r in runs]),
+            "peak per 100 ms": median_of(runs, "peak_per_100ms"),
             "spread s": median(
                 [r["last_s"] - r["first_s"] for r in runs if r["first_s"] is not None]
             ),
-            "old exit s": median([r["old_exit_s"] for r in runs]),
-            "health p99 ms": median([r["health"]["p99"] for r in runs]),
-            "health max ms": median([r["health"]["max"] for r in runs]),
+            "old exit s": median_of(runs, "old_exit_s"),
+            **_health(runs),
         }
         summary[label] = s
         print(
@@ -293,8 +311,8 @@ def idle_summary(n: int, results: dict[str, list[Result]]) -> Result:
         summary[name] = {
             "connected": min(r["connected"] for r in runs),
             "open at end": min(r["openAtEnd"] for r in runs),
-            "RSS KB/connection": median([r["rssPerConnKb"] for r in runs]),
-            "connections/s": median([r["connectPerSec"] for r in runs]),
+            "RSS KB/connection": median_of(runs, "rssPerConnKb"),
+            "connections/s": median_of(runs, "connectPerSec"),
         }
         s = summary[name]
         print(

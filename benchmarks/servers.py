@@ -7,6 +7,7 @@ core until its health check answers, and the machine's versions for the record.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -71,11 +72,7 @@ def free_port() -> int:
         RuntimeError: none of 100 ports tried at random was free.
     """
     for port in random.sample(PORTS, 100):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
+        with contextlib.suppress(OSError), socket.create_server(("127.0.0.1", port)):
             return port
     raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
 
