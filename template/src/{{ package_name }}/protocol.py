@@ -26,7 +26,8 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
-from .guards import Allowance, is_valid_channel, is_valid_close_code, parse_json
+from .frames import OVER_ALLOWANCE, FrameRefusal
+from .guards import is_valid_channel, is_valid_close_code, parse_json
 from .hooks import Connection, Hooks, Refusal
 from .hub import Hub, HubUnavailable, Member
 
@@ -38,7 +39,6 @@ HOOK_TIMEOUT = 5.0
 
 async def next_message(
     ws: web.WebSocketResponse,
-    allowance: Allowance,
     heard: Callable[[web.WebSocketResponse], None],
     *,
     deadline: float | None = None,
@@ -46,9 +46,12 @@ async def next_message(
 ) -> WSMessage | None:
     """Return the client's next text or binary message; None once its connection is over.
 
-    Every frame, pings and pongs included, counts against ``allowance`` and is reported to
-    ``heard``. A close is echoed (with 1002 for a code a client may not send), a ping answered, a
-    pong ignored; a client past its allowance is closed with 1008 (``who`` names it in the log).
+    ``ws`` is a :class:`~.frames.ClientWebSocket`, whose every frame, pings and pongs included,
+    counts against the client's allowance as it arrives. Every message is reported to ``heard``.
+    A close is echoed (with 1002 for a code a client may not send), a ping answered, a pong
+    ignored; a client past its allowance is closed with 1008 (``who`` names it in the log), one
+    that leaves a fragmented message unfinished with 1008, one that sends an unmasked frame with
+    1002.
 
     Raises:
         TimeoutError: Nothing came by ``deadline``, a time of the event loop's clock.
@@ -62,12 +65,17 @@ async def next_message(
             valid = is_valid_close_code(message.data)
             await ws.close(code=WSCloseCode.OK if valid else WSCloseCode.PROTOCOL_ERROR)
             return None
-        if message.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
-            return None
-        size = len(message.data) if isinstance(message.data, str | bytes) else 0
-        if not allowance.spend(size, loop.time()):
+        if message.type is WSMsgType.ERROR and message.data is OVER_ALLOWANCE:
             logger.warning("closing %s that sent too much (1008)", who)
             await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many messages")
+            return None
+        if message.type is WSMsgType.ERROR and isinstance(message.data, FrameRefusal):
+            # Nothing more of it is read (frames.py): an unfinished message, an unmasked frame.
+            code, reason = message.data
+            logger.warning("closing %s: %s (%d)", who, reason.decode(), code)
+            await ws.close(code=code, message=reason)
+            return None
+        if message.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
             return None
         if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
             return message
