@@ -29,7 +29,9 @@ settings = importlib.import_module(f"{PACKAGE}.settings").Settings()
 async def echo(request: web.Request) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     allowance = guards.Allowance(1_000_000, 1 << 30, loop.time())
-    ws = frames.ClientWebSocket(allowance, max_message_bytes=settings.max_message_bytes)
+    ws: web.WebSocketResponse = frames.ClientWebSocket(
+        allowance, max_message_bytes=settings.max_message_bytes
+    )
     await ws.prepare(request)
     while (message := await protocol.next_message(ws, lambda _ws: None)) is not None:
         if message.type is WSMsgType.TEXT:

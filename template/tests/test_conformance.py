@@ -77,7 +77,8 @@ def echo_url() -> Iterator[str]:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             break
         except OSError:
-            assert process.poll() is None and time.monotonic() < deadline, "no echo server"
+            assert process.poll() is None, "the echo server exited"
+            assert time.monotonic() < deadline, "the echo server did not listen within 15 s"
             time.sleep(0.05)
     yield f"ws://127.0.0.1:{port}/_ws/echo"
     process.kill()
