@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds a hook of the service may take to answer one request.
 HOOK_TIMEOUT = 5.0
+#: What :meth:`Session._answer` returns for a hook that refused or failed.
+_REFUSED = object()
 
 
 async def next_message(
@@ -162,37 +164,44 @@ class Session:
                 self._refuse("subscribe", channel, "unavailable, try again")
 
     async def _publish(self, channel: str, data: object) -> None:
-        authorized = await self._ask(
-            "publish", channel, self._service.authorize_publish(self._connection, channel, data)
+        prepared = await self._answer(
+            "publish", channel, self._service.prepare_publish(self._connection, channel, data)
         )
-        if not authorized:
+        if prepared is _REFUSED:
             return
         try:
-            await self._hub.broadcast(data, channel)
+            await self._hub.broadcast(prepared, channel)
         except HubUnavailable as error:
             logger.warning("publish on %s failed: %s", channel, error)
             self._refuse("publish", channel, "unavailable, try again")
 
     async def _ask(self, kind: str, channel: str | None, answer: Any) -> bool:
         """Await a hook's ``answer``: True if it allows; else the client has been told why."""
-        try:
-            async with asyncio.timeout(HOOK_TIMEOUT):
-                allowed = await answer
-        except Refusal as refusal:
-            self._refuse(kind, channel, refusal.reason)
-            return False
-        except TimeoutError:
-            logger.warning("the service took longer than %.0f s to answer a %s", HOOK_TIMEOUT, kind)
-            self._refuse(kind, channel, "the service did not answer in time")
-            return False
-        except Exception:
-            logger.exception("the service failed to answer a %s", kind)
-            self._refuse(kind, channel, "the service failed")
+        allowed = await self._answer(kind, channel, answer)
+        if allowed is _REFUSED:
             return False
         if allowed is False:
             self._refuse(kind, channel, "forbidden")
             return False
         return True
+
+    async def _answer(self, kind: str, channel: str | None, answer: Any) -> object:
+        """Await a hook's ``answer``; ``_REFUSED`` if it refused or failed (the client was told)."""
+        try:
+            async with asyncio.timeout(HOOK_TIMEOUT):
+                result: object = await answer
+        except Refusal as refusal:
+            self._refuse(kind, channel, refusal.reason)
+            return _REFUSED
+        except TimeoutError:
+            logger.warning("the service took longer than %.0f s to answer a %s", HOOK_TIMEOUT, kind)
+            self._refuse(kind, channel, "the service did not answer in time")
+            return _REFUSED
+        except Exception:
+            logger.exception("the service failed to answer a %s", kind)
+            self._refuse(kind, channel, "the service failed")
+            return _REFUSED
+        return result
 
     def _refuse(self, kind: str | None, channel: str | None, reason: str) -> None:
         error: dict[str, object] = {"type": "error", "request": kind, "reason": reason}

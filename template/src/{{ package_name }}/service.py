@@ -48,10 +48,14 @@ class Service(Hooks):
         """Anyone may join a chat room; no other channel is open to clients."""
         return channel.startswith(CHAT_PREFIX)
 
-    async def authorize_publish(self, connection: Connection, channel: str, data: object) -> bool:
-        """Anyone may say ``{"name": ..., "text": ...}`` in a chat room, and nothing else."""
+    async def prepare_publish(self, connection: Connection, channel: str, data: object) -> object:
+        """Anyone may say ``{"name": ..., "text": ...}`` in a chat room, and nothing else.
+
+        The room gets it with ``"sender"``: who the connection is (its identity, or its
+        anonymous name), stamped here, never taken from the client; ``name`` is a nickname.
+        """
         if not channel.startswith(CHAT_PREFIX):
-            return False
+            raise Refusal("forbidden")
         if not isinstance(data, dict) or set(data) != {"name", "text"}:
             raise Refusal('a chat message is {"name": ..., "text": ...}')
         name, text = data["name"], data["text"]
@@ -59,7 +63,7 @@ class Service(Hooks):
             raise Refusal(f"the name must be 1-{MAX_NAME_LENGTH} characters")
         if not isinstance(text, str) or not 0 < len(text) <= MAX_TEXT_LENGTH:
             raise Refusal(f"the text must be 1-{MAX_TEXT_LENGTH} characters")
-        return True
+        return {"name": name, "text": text, "sender": connection.member}
 
     def has_presence(self, channel: str) -> bool:
         """Chat rooms show who is there."""
