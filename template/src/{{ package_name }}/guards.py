@@ -160,6 +160,16 @@ class TokenBucket:
         self._tokens = min(saved, self._rate * BURST_SECONDS) - amount
         return self._tokens >= 0
 
+    def take_if_there(self, amount: float, now: float) -> bool:
+        """Take ``amount`` tokens if there are enough; else take none and return False.
+
+        For a budget that many share: one who asks too often must not run it into debt.
+        """
+        if self.take(amount, now):
+            return True
+        self._tokens += amount
+        return False
+
 
 class Allowance:
     """What one connection may send: ``messages_per_second`` and ``bytes_per_second``.

@@ -35,6 +35,11 @@ logger = logging.getLogger(__name__)
 
 #: Seconds a hook of the service may take to answer one request.
 HOOK_TIMEOUT = 5.0
+#: What a publish past a budget of the process is refused with, by budget.
+PUBLISH_BUDGETS = {
+    "channel": "too many publishes on this channel, try again (CHANNEL_PUBLISHES_PER_SECOND)",
+    "process": "too many publishes, try again (PUBLISHES_PER_SECOND)",
+}
 #: What :meth:`Session._answer` returns for a hook that refused or failed.
 _REFUSED = object()
 
@@ -168,6 +173,10 @@ class Session:
             "publish", channel, self._service.prepare_publish(self._connection, channel, data)
         )
         if prepared is _REFUSED:
+            return
+        spent = self._hub.take_publish(channel)
+        if spent is not None:  # its members, each within its allowance, flood a room together
+            self._refuse("publish", channel, PUBLISH_BUDGETS[spent])
             return
         try:
             await self._hub.broadcast(prepared, channel)
