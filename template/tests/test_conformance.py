@@ -42,7 +42,7 @@ ECHO_ONLY += ["6.6.2", "6.6.5", "6.6.7", "6.6.9", "6.6.11", "7.1.1", "10.*"]
 #: The verdicts docs/security.md explains: invalid UTF-8 refused with the right 1007, but once
 #: the whole message is in rather than at the first invalid byte (fail fast).
 NON_STRICT = {"6.4.1", "6.4.2", "6.4.3", "6.4.4"}
-#: A 256 KiB message (1009 past MAX_MESSAGE_BYTES), and close frames with codes 1002 answers.
+#: A 256 KiB message (1009 past MAX_MESSAGE_BYTES); close codes 5000 and 65535, answered with 1002.
 INFORMATIONAL = {"7.1.6", "7.13.1", "7.13.2"}
 
 
