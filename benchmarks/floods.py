@@ -13,7 +13,11 @@ The floods (each attacker reconnects when it is closed):
   the socket takes them;
 - ``pings``: 4 connections flooding pings;
 - ``catch-up``: 300 clients asking for a 2 MB replay and never reading it;
-- ``room``: 20 members of a 500-member room, each publishing within its own allowance (15/s).
+- ``room``: 20 members of a 500-member room, each publishing within its own allowance (15/s);
+- chosen with ``--flood``: ``socketio``, 100 Socket.IO clients that leave the namespace (``41``)
+  and answer Engine.IO's pings (a ``socketio_server`` render); ``presence``, 200 clients
+  subscribing to and leaving a room with presence twice a second (with ``REDIS_URL`` in the
+  environment, presence goes through that Redis).
 """
 
 from __future__ import annotations
@@ -105,6 +109,9 @@ async def watch_stream(port: int, stop: asyncio.Event) -> float:
             payload = await asyncio.wait_for(anext(frames), 1)
         except TimeoutError:
             continue
+        except (StopAsyncIteration, ConnectionError, asyncio.IncompleteReadError):
+            print("the default stream's client was closed", file=sys.stderr)
+            break
         if b'"id"' in payload and b'"channel"' not in payload:
             now = time.monotonic()
             longest, last = max(longest, now - last), now
@@ -117,7 +124,7 @@ async def repeat(attack: Callable[[], Awaitable[None]], stop: asyncio.Event) -> 
     while not stop.is_set():
         try:
             await attack()
-        except (ConnectionError, OSError, asyncio.IncompleteReadError):
+        except (ConnectionError, OSError, asyncio.IncompleteReadError, StopAsyncIteration):
             await asyncio.sleep(0.05)
 
 
@@ -196,6 +203,42 @@ async def room(port: int, stop: asyncio.Event) -> list[Awaitable[None]]:
     return [repeat(functools.partial(member, n < 20), stop) for n in range(500)]
 
 
+async def namespace_leavers(port: int, stop: asyncio.Event) -> list[Awaitable[None]]:
+    async def attack() -> None:
+        reader, writer = await connect(port, "/socket.io/?EIO=4&transport=websocket")
+        frames = read_frames(reader)
+        await anext(frames)  # Engine.IO's open packet
+        writer.write(frame(0x1, b"40"))
+        await anext(frames)  # connected to the namespace
+        writer.write(frame(0x1, b"41"))  # left it, socket kept, pings answered
+        async for payload in frames:
+            if payload == b"2":
+                writer.write(frame(0x1, b"3"))
+        writer.close()
+        await asyncio.sleep(1)  # closed: back a second later, as a client would
+
+    return [repeat(attack, stop) for _ in range(100)]
+
+
+async def presence(port: int, stop: asyncio.Event) -> list[Awaitable[None]]:
+    subscribe = frame(0x1, b'{"type":"subscribe","channel":"chat/storm"}')
+    unsubscribe = frame(0x1, b'{"type":"unsubscribe","channel":"chat/storm"}')
+
+    async def member() -> None:
+        reader, writer = await connect(port, "/_ws/storm")
+        frames = read_frames(reader)
+        while not stop.is_set():
+            writer.write(subscribe)
+            async for payload in frames:
+                if b'"subscribed"' in payload or b'"error"' in payload:
+                    break
+            writer.write(unsubscribe)
+            await asyncio.sleep(0.5)
+        writer.close()
+
+    return [repeat(member, stop) for _ in range(200)]
+
+
 def publish(port: int, body: str) -> int:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         data = body.encode()
@@ -212,13 +255,18 @@ def publish(port: int, body: str) -> int:
 
 
 FLOODS = {"fragments": fragments, "pings": pings, "catch-up": catch_up, "room": room}
+#: Floods of an app with a choice: ``socketio`` (a socketio_server render), ``presence``
+#: (subscribes and unsubscribes to a room with presence; with ``REDIS_URL`` set, on Redis).
+CHOSEN_FLOODS = {"socketio": namespace_leavers, "presence": presence}
 
 
 async def measure(port: int, name: str, seconds: float) -> dict[str, Any]:
     stop = asyncio.Event()
     prober = Prober(port)
     watcher = asyncio.create_task(watch_stream(port, stop))
-    attacks = [asyncio.ensure_future(a) for a in await FLOODS[name](port, stop)]
+    attacks = [
+        asyncio.ensure_future(a) for a in await {**FLOODS, **CHOSEN_FLOODS}[name](port, stop)
+    ]
     prober.start()
     await asyncio.sleep(seconds)
     stop.set()
@@ -245,7 +293,7 @@ def main() -> None:
     parser.add_argument("--python", required=True)
     parser.add_argument("--package", required=True)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--flood", choices=[*FLOODS], action="append")
+    parser.add_argument("--flood", choices=[*FLOODS, *CHOSEN_FLOODS], action="append")
     args = parser.parse_args()
     results = []
     for name in args.flood or FLOODS:
