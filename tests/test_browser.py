@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import shutil
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,6 +87,7 @@ def test_page_reconnects_after_the_server_restarts(project: Path, page_factory: 
         # A countdown to the next attempt, and a button not to wait for it.
         assert page.is_visible("#retry")
         assert "retrying in" in page.text_content("#detail")
+        assert page.text_content("#members") == "?", "no stale presence count while disconnected"
         assert int(page.get_attribute("#detail", "data-seconds")) >= 0
         app = start_app(project, port, TICKING)
         page.wait_for_function(
@@ -96,6 +102,7 @@ def test_page_reconnects_after_the_server_restarts(project: Path, page_factory: 
         )
         assert int(page.text_content("#latest")) >= 1  # the new process's integers
         assert page.text_content("#reconnects").strip() == "1"
+        page.wait_for_function("document.querySelector('#members').textContent === '1'")
         # The count started again: the page marks the restart instead of running backwards.
         page.wait_for_selector("#recent li.restart", timeout=5_000)
         assert "restarted" in page.text_content("#recent li.restart")
@@ -186,6 +193,68 @@ def test_socketio_view_recovers_after_the_server_restarts(
         )
         # The raw WebSocket view beside it goes on too.
         page.wait_for_function("document.querySelector('#state').dataset.state !== 'closed'")
+        assert errors == []
+    finally:
+        app.kill()
+        app.wait()
+
+
+SECRET = "a-secret-of-at-least-thirty-two-characters"  # noqa: S105 - a test secret
+
+
+def mint(secret: str, claims: dict[str, object]) -> str:
+    """An HS256 token as the app's tokens.mint_token makes it (the app's own test checks that)."""
+
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signed = part(b'{"alg":"HS256","typ":"JWT"}') + "." + part(json.dumps(claims).encode())
+    signature = hmac.new(secret.encode(), signed.encode(), hashlib.sha256).digest()
+    return signed + "." + part(signature)
+
+
+def test_page_renews_its_token_and_shows_unauthorized(project: Path, page_factory: object) -> None:
+    """A page with a token provider: 2-s tokens closed with 4001 and renewed, then refused."""
+    port = free_port()
+    app = start_app(project, port, {**TICKING, "AUTH_SECRET": SECRET})
+    page = page_factory()  # type: ignore[operator]
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    issued: list[str] = []
+    signing = {"secret": SECRET}
+
+    def token_route(route: object) -> None:
+        claims = {"sub": "reader", "exp": int(time.time()) + 2}
+        issued.append(mint(signing["secret"], claims))
+        route.fulfill(status=200, body=issued[-1], headers={"Cache-Control": "no-store"})  # type: ignore[attr-defined]
+
+    # What a WordPress page would do: ask a REST route of its own for a fresh token.
+    page.route("**/test-token", token_route)
+    page.add_init_script(
+        "window.wsTokenProvider = () =>"
+        " fetch('/test-token', {cache: 'no-store'}).then((r) => r.text());"
+    )
+    state = "document.querySelector('#state').dataset.state"
+    try:
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function(f"{state} === 'open'")
+        # Its token expires: the server closes with 4001, the page comes back with a new one.
+        page.wait_for_function("window.wsClient.reconnects >= 2", timeout=20_000)
+        page.wait_for_function(f"{state} === 'open'", timeout=5_000)
+        assert len(issued) >= 3
+        before = int(page.get_attribute("#latest", "data-id"))
+        page.wait_for_function(
+            f"Number(document.querySelector('#latest').dataset.id) > {before}", timeout=5_000
+        )
+        # The site's secret changes under it: one renewal, one retry, then "unauthorized".
+        signing["secret"] = "a-secret-the-server-was-never-given-0123"  # noqa: S105 - a test one
+        renewed_at = len(issued)
+        page.wait_for_function(f"{state} === 'unauthorized'", timeout=20_000)
+        assert "refused the token" in page.text_content("#detail")
+        assert page.is_visible("#retry")
+        time.sleep(1)  # nothing more happens: no silent loop
+        assert page.evaluate("window.wsClient.state") == "unauthorized"
+        assert len(issued) - renewed_at == 2
         assert errors == []
     finally:
         app.kill()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +18,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-from cli_support import FIXTURES, isolate
-from vip_skeleton import __version__, check
+from cli_support import FIXTURES, commit_all, isolate, release
+from vip_skeleton import __version__, check, source
 from vip_skeleton.cli import app
 
 FIXTURE_PROJECT = FIXTURES / "preflight_project"
@@ -116,6 +119,66 @@ def test_new_refuses_a_directory_that_holds_files(tmp_path: Path, env: dict[str,
     line = only_error(run("new", str(dest), "--defaults"))
     assert line.startswith(f"error: {dest} already exists and is not empty")
     assert [p.name for p in dest.iterdir()] == ["notes.txt"]
+
+
+def test_new_and_update_name_a_missing_or_file_destination(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert only_error(run("new", str(afile), "--defaults")) == (
+        f"error: {afile} is a file; choose a new directory for the project"
+    )
+    for command in ("update", "check-update"):
+        missing = tmp_path / "missing"
+        assert only_error(run(command, str(missing))) == f"error: {missing} does not exist"
+        line = only_error(run(command, str(afile)))
+        assert line == f"error: {afile} is a file, not a project directory"
+
+
+def test_check_update_names_the_directory_it_looked_at(
+    tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    line = only_error(run("check-update"))
+    assert line == f"error: {tmp_path} is not a generated project: it has no .copier-answers.yml"
+
+
+def test_a_dirty_template_is_warned_about(tmp_path: Path, env: dict[str, str]) -> None:
+    template = tmp_path / "template"
+    source.import_snapshot(release(tmp_path / "r1"), "1.0.0", template)
+    (template / "template" / "WIP.md").write_text("not committed\n")
+
+    released = run("new", str(tmp_path / "a"), "--defaults", "--template", str(template))
+    assert released.exit_code == 0, released.output
+    warned = (
+        f"warning: the template {template} has uncommitted changes, which this project will not get"
+    )
+    assert warned in " ".join(released.output.split())
+    assert not (tmp_path / "a" / "WIP.md").exists()
+
+    head = run(
+        "new", str(tmp_path / "b"), "--defaults", "--template", str(template), "--vcs-ref", "HEAD"
+    )
+    assert head.exit_code == 0, head.output
+    assert "so `update` will fail on this project; commit them in the template first" in " ".join(
+        head.output.split()
+    )
+
+
+def test_update_refuses_a_relative_template_path_with_what_to_do(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".copier-answers.yml").write_text("_src_path: ../template\n_commit: 1.0.0\n")
+    commit_all(project, "Generate")
+    line = only_error(run("update", str(project)))
+    assert line == (
+        f"error: {project / '.copier-answers.yml'} records the relative template path "
+        "../template, which copier cannot update from: make its _src_path the template's "
+        "absolute path or git URL, commit, and retry"
+    )
 
 
 def test_new_without_a_terminal_needs_defaults(tmp_path: Path, env: dict[str, str]) -> None:
@@ -244,6 +307,36 @@ def test_the_rules_table_of_the_docs_is_check_rules() -> None:
     start = lines.index(expected[0])
     documented = lines[start : lines.index("", start)]
     assert documented == expected, "docs/cli.md's rules table should read:\n" + "\n".join(expected)
+
+
+@pytest.fixture
+def hung_server() -> Iterator[str]:
+    """A server that accepts every connection and never answers (nor closes); yield its URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):  # the listener closed: the test is over
+            while True:
+                held.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+    for conn in held:
+        conn.close()
+
+
+def test_check_on_a_hung_server_fails_each_rule_with_its_reason(hung_server: str) -> None:
+    shown: list[str] = []
+    report = check.check_url(hung_server, shown.append)
+    failed = {r.rule: r.detail for r in report.results if r.status == "fail"}
+    probed = ["health-get", "health-head", "home", "ws-valid", "ws-invalid", "ws-plain-get"]
+    assert list(failed) == probed, "a timeout is never a pass"
+    for rule, detail in failed.items():
+        assert f"no answer within {check.PROBE_TIMEOUT_S:.0f} s" in detail, rule
+    assert [line.partition(":")[0] for line in shown[1:]] == probed, "progress names each rule"
 
 
 @pytest.mark.parametrize(

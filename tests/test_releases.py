@@ -1,24 +1,32 @@
 """Releases as plain copier sees them in a clone of this repository (CONTRIBUTING.md, "Releases").
 
-A release is a commit of main tagged with its PEP 440 version, the ``version`` of pyproject.toml,
-with its own heading in CHANGELOG.md. Copier copies the newest release tag and records it; with no
-tags it records the commit. The template has no tasks, migrations or Jinja extensions, so neither
-copying nor any update ever needs ``--trust``.
+A release is a commit of main, "Release X.Y.Z", whose pyproject.toml names ``X.Y.Z`` and whose
+CHANGELOG.md has its heading; ``scripts/tag-releases`` tags it ``X.Y.Z`` (annotated) in any
+clone, so the tags never depend on being pushed or fetched. Copier copies the newest release tag
+and records it; with no tags it records the commit. The template has no tasks, migrations or Jinja
+extensions, so neither copying nor any update ever needs ``--trust``.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
+import pytest
 import yaml
 from packaging.version import InvalidVersion, Version
 
+from cli_support import files
 from conftest import REPO_ROOT, git
+from vip_skeleton import __version__, source
 from vip_skeleton.source import import_snapshot
+
+TAG_RELEASES = REPO_ROOT / "scripts" / "tag-releases"
 
 
 def copier(cwd: Path, *args: str) -> None:
@@ -68,6 +76,102 @@ def release_versions(tags: list[str]) -> list[str]:
             continue
         versions.append(tag)
     return versions
+
+
+def changelog_releases() -> list[str]:
+    """Return the versions CHANGELOG.md has a heading for, newest first."""
+    headings = re.findall(r"^## (\S+)", (REPO_ROOT / "CHANGELOG.md").read_text(), re.MULTILINE)
+    return [heading for heading in headings if heading != "Unreleased"]
+
+
+def tag_releases(repo: Path) -> str:
+    """Run scripts/tag-releases in ``repo`` and return what it printed."""
+    done = subprocess.run(
+        [str(TAG_RELEASES)], cwd=repo, capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def tagged_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A clone of this repository made without its tags, then tagged by scripts/tag-releases."""
+    clone = tmp_path_factory.mktemp("clone") / "vip-skeleton"
+    git(clone.parent, "clone", "-q", "--no-tags", str(REPO_ROOT), str(clone))
+    assert git(clone, "tag", "--list") == ""
+    tag_releases(clone)
+    return clone
+
+
+def test_tag_releases_tags_every_release_in_any_clone(tagged_clone: Path) -> None:
+    assert tag_releases(tagged_clone) == "", "a second run changes nothing"
+    tags = git(tagged_clone, "tag", "--list").split()
+    assert sorted(tags, key=Version, reverse=True) == changelog_releases()
+    for tag in tags:
+        assert git(tagged_clone, "cat-file", "-t", f"refs/tags/{tag}").strip() == "tag"
+        tagged = tomllib.loads(git(tagged_clone, "show", f"{tag}:pyproject.toml"))
+        assert tagged["project"]["version"] == tag
+        if tag in git(REPO_ROOT, "tag", "--list").split():
+            # The same tag object in every clone: tagger and date come from the release commit.
+            assert git(tagged_clone, "rev-parse", tag) == git(REPO_ROOT, "rev-parse", tag)
+
+
+def test_the_cli_version_is_the_newest_tag() -> None:
+    tags = git(REPO_ROOT, "tag", "--list").split()
+    assert __version__ in tags, f"no tag {__version__} here: run scripts/tag-releases"
+    assert max(release_versions(tags), key=Version) == __version__
+
+
+def test_the_cli_ships_its_version_only_with_that_tag_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkout whose template changed since its release tags it ``X.Y.Z+n``, even in an empty
+    cache; ``X.Y.Z`` in the cache is always the release tag's content."""
+    monkeypatch.setenv("VIP_SKELETON_CACHE_DIR", str(tmp_path / "cache"))
+    bundled = source.bundled_source()
+    for path in source.SNAPSHOT_PATHS:
+        released = git(REPO_ROOT, "rev-parse", f"{__version__}:{path}")
+        assert git(bundled.repo, "rev-parse", f"{__version__}:{path}") == released
+    if bundled.tag != __version__:
+        assert bundled.tag.startswith(f"{__version__}+")
+        ours = git(bundled.repo, "rev-parse", f"{bundled.tag}^{{tree}}")
+        assert ours != git(bundled.repo, "rev-parse", f"{__version__}^{{tree}}")
+
+
+def test_the_release_wheel_and_copier_from_a_clone_record_the_same_version(
+    tagged_clone: Path, tmp_path: Path
+) -> None:
+    newest = max(release_versions(git(tagged_clone, "tag", "--list").split()), key=Version)
+    checkout = tmp_path / "release"
+    git(tagged_clone, "worktree", "add", "-q", "--detach", str(checkout), newest)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "--wheel-dir", str(tmp_path / "dist"), str(checkout)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    [wheel] = (tmp_path / "dist").glob("vip_skeleton-*.whl")
+    installed = tmp_path / "installed"
+    zipfile.ZipFile(wheel).extractall(installed)
+    settings = tmp_path / "copier-settings.yml"
+    settings.write_text("defaults: {}\n")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(installed),
+        "VIP_SKELETON_CACHE_DIR": str(tmp_path / "cache"),
+        "COPIER_SETTINGS_PATH": str(settings),
+    }
+    (tmp_path / "cli").mkdir()
+    made = subprocess.run(
+        [sys.executable, "-m", "vip_skeleton", "new", "app", "--defaults"],
+        cwd=tmp_path / "cli", env=env, capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    (tmp_path / "copier").mkdir()
+    copier(tmp_path / "copier", "copy", str(tagged_clone), "app")
+
+    assert recorded_commit(tmp_path / "cli" / "app") == newest
+    assert recorded_commit(tmp_path / "copier" / "app") == newest
+    assert files(tmp_path / "cli" / "app") == files(tmp_path / "copier" / "app")
 
 
 def test_the_template_never_needs_trust() -> None:

@@ -101,6 +101,20 @@ def test_update_equals_fresh_copy_and_keeps_a_renamed_answer(
     result = run("update", str(project))
 
     assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    changed = git(project, "status", "--short", "--untracked-files=all").splitlines()
+    assert lines[0] == (
+        f"Updated the template from 0.0.1 to 0.1.0; {len(changed)} files changed "
+        "(M changed, ?? added, D deleted, UU in conflict):"
+    )
+    assert lines[1 : 1 + len(changed)] == [f"  {line}" for line in changed]
+    assert "  ?? CONTRIBUTING.md" in lines, "a file the release adds is listed"
+    assert lines[1 + len(changed) :] == [
+        "Next steps:",
+        "  1. review:  git diff   (and the template's CHANGELOG.md for these versions)",
+        "  2. test:    pytest",
+        '  3. commit:  git add -A && git commit -m "Update template to 0.1.0"',
+    ]
     recorded = answers(project)
     assert recorded["_commit"] == "0.1.0"
     assert recorded["socketio_paths"] is False, "the old answer must be carried over"
@@ -118,6 +132,7 @@ def test_update_equals_fresh_copy_and_keeps_a_renamed_answer(
 
     # A later release keeps the answer.
     commit_all(project, "Update to 0.1.0")
+    assert run("update", str(project)).stdout == "Template 0.1.0: nothing changed.\n"
     later = release(tmp_path / "r011", next_release=True)
     (later / "template" / "CHANGES.md").write_text("0.1.1\n")
     install(later, "0.1.1")
@@ -371,7 +386,9 @@ def test_service_py_and_the_page_are_yours_across_updates(
     tmp_path: Path, project: Path, install: Install
 ) -> None:
     service, page = project / SERVICE, project / PAGE
-    mine = service.read_text().replace("return None\n", "return 'every visitor'\n", 1)
+    mine = service.read_text().replace(
+        "return [IntegerTicker(hub, self.settings.tick_seconds).run()]", "return []", 1
+    )
     my_page = page.read_text().replace("<title>Integers, live</title>", "<title>Mine</title>")
     assert mine != service.read_text()
     assert my_page != page.read_text()

@@ -5,12 +5,15 @@ from __future__ import annotations
 import http.client
 import os
 import re
-import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
+from cli_support import GIT_IDENTITY, git
 from conftest import REPO_ROOT
 from vip_skeleton.check import free_port
 
@@ -30,19 +33,45 @@ def bash(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedPro
     )
 
 
+def clone_with_work_tree(dest: Path) -> Path:
+    """Clone this repository without its tags, as a newcomer's ``git clone`` may, and commit this
+    checkout's own changes on top, so that the clone is what is tested, and clean."""
+    git(dest.parent, "clone", "-q", "--no-tags", str(REPO_ROOT), str(dest))
+    with tempfile.TemporaryDirectory() as tmp:
+        # This checkout's files as git sees them (its .gitignore applies), in the clone's objects.
+        index = {"GIT_INDEX_FILE": str(Path(tmp) / "index"), "GIT_WORK_TREE": str(REPO_ROOT)}
+        subprocess.run(
+            ["git", "-C", str(dest), "add", "-A"], env={**os.environ, **index}, check=True
+        )
+        tree = subprocess.run(
+            ["git", "-C", str(dest), "write-tree"],
+            env={**os.environ, **index}, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    if tree != git(dest, "rev-parse", "HEAD^{tree}").strip():
+        commit = git(dest, "commit-tree", tree, "-p", "HEAD", "-m", "Work in progress").strip()
+        git(dest, "reset", "-q", "--hard", commit)
+    return dest
+
+
 def test_the_quick_start_and_the_generated_readme_work_as_written(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env["PATH"] = os.pathsep.join(
         p for p in env["PATH"].split(os.pathsep) if not p.startswith(sys.prefix)
     )
-    # The quick start's first command, in a clone (a copy here, so that the checkout stays clean).
-    clone = tmp_path / "vip-skeleton"
-    ignored = shutil.ignore_patterns(".git", ".venv", "*_cache", "__pycache__", "node_modules")
-    shutil.copytree(REPO_ROOT, clone, ignore=ignored)
-    first = code_block(REPO_ROOT / "README.md", "## Quick start")[0]
-    assert first.endswith("vip-skeleton new ../my-app --defaults"), first
-    result = bash(first.replace("pip install .", "pip install -q ."), clone, env)
+    # The user's own template cache stays out, and commits need no git identity of the machine.
+    env["VIP_SKELETON_CACHE_DIR"] = str(tmp_path / "cache")
+    env.update(GIT_IDENTITY)
+    clone = clone_with_work_tree(tmp_path / "vip-skeleton")
+    tag, install_and_generate = code_block(REPO_ROOT / "README.md", "## Quick start")[:2]
+    assert tag == "scripts/tag-releases"
+    result = bash(tag, clone, env)
+    assert result.returncode == 0, result.stderr
+    assert git(clone, "tag", "--list").split() == git(REPO_ROOT, "tag", "--list").split()
+    assert install_and_generate.endswith("vip-skeleton new ../my-app --defaults")
+    result = bash(install_and_generate.replace("pip install .", "pip install -q ."), clone, env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert git(clone, "status", "--porcelain", "--untracked-files=all") == "", "the clone is clean"
     project = tmp_path / "my-app"  # next to the clone, not inside it
     assert not (clone / "my-app").exists()
 
@@ -76,3 +105,21 @@ def test_the_quick_start_and_the_generated_readme_work_as_written(tmp_path: Path
     finally:
         server.terminate()
         assert server.wait(15) == 0
+
+    # The next steps' commit, then the update commands of the project's README ("Updates").
+    commit = next(line for line in next_steps() if line.startswith("git init"))
+    result = bash(commit.split("  #")[0], project, env)
+    assert result.returncode == 0, result.stderr
+    result = bash(f". {clone}/.venv/bin/activate\nvip-skeleton check-update", project, env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("up to date: this project uses template ")
+    result = bash(f". {clone}/.venv/bin/activate\nvip-skeleton update", project, env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith(": nothing changed.\n"), result.stdout
+    assert git(project, "status", "--porcelain") == ""
+
+
+def next_steps() -> list[str]:
+    """The lines copier shows after generating a project (copier.yml's message)."""
+    message = yaml.safe_load((REPO_ROOT / "copier.yml").read_text())["_message_after_copy"]
+    return [line.strip() for line in message.splitlines()]

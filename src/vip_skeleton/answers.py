@@ -16,9 +16,14 @@ def read_answers(dest: Path) -> dict[str, Any]:
     """Return the recorded answers of the project in ``dest``.
 
     Raises:
-        CliError: ``dest`` has no readable answers file.
+        CliError: ``dest`` does not exist, is a file, or has no readable answers file.
     """
+    dest = dest.absolute()
     path = dest / ANSWERS_FILE
+    if not dest.exists():
+        raise CliError(f"{dest} does not exist")
+    if not dest.is_dir():
+        raise CliError(f"{dest} is a file, not a project directory")
     if not path.is_file():
         raise CliError(f"{dest} is not a generated project: it has no {ANSWERS_FILE}")
     try:

@@ -43,6 +43,9 @@ HEALTH_FAIL_MS = 200.0
 HOME_WARN_MS = 1000.0
 HOME_FAIL_MS = 2000.0
 READY_WARN_S = 3.0
+#: How long one probe (a request or a WebSocket handshake) waits for an answer: a hung app fails
+#: the rule with this reason instead of stalling the check (the slowest rule fails at 2 s).
+PROBE_TIMEOUT_S = 3.0
 READY_TIMEOUT_S = 20.0
 #: A startup log line naming the port the app listens on ("listening on http://0.0.0.0:3000").
 LISTENING = re.compile(r"listening on \S*?:(\d+)", re.IGNORECASE)
@@ -81,7 +84,7 @@ def _health_rule(method: str) -> Rule:
         f"the literal {method} {HEALTH_PATH} answers 200 without a redirect in at most "
         f"{HEALTH_WARN_MS:.0f} ms (median of {HEALTH_SAMPLES} fresh connections)",
         f"{HEALTH_WARN_MS:.0f}-{HEALTH_FAIL_MS:.0f} ms",
-        f"not 200, a redirect, or over {HEALTH_FAIL_MS:.0f} ms",
+        f"not 200, a redirect, over {HEALTH_FAIL_MS:.0f} ms, or no answer",
     )
 
 
@@ -108,18 +111,18 @@ RULES = {
             "ws-valid",
             f"handshakes on {', '.join(VALID_WS_PATHS)} (and /socket.io/ when socketio_paths "
             "is yes) get 101",
-            fails="any is refused",
+            fails="any is refused or not answered",
         ),
         Rule(
             "ws-invalid",
             f"handshakes on {', '.join(INVALID_WS_PATHS)} (and /socket.io/ when socketio_paths "
             "is no) are refused",
-            fails="any gets 101",
+            fails="any gets 101 or no answer",
         ),
         Rule(
             "ws-plain-get",
             f"GET {VALID_WS_PATHS[0]} without Upgrade is not answered 101 or 2xx",
-            fails="it is",
+            fails="it is, or it is not answered",
         ),
         Rule(
             "sigterm",
@@ -223,10 +226,22 @@ def parse_url(url: str) -> Endpoint:
     return Endpoint(parts.hostname, port)
 
 
+def _why(exc: OSError) -> str:
+    """Say why a probe got no answer: a timeout, or the connection's error."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {PROBE_TIMEOUT_S:.0f} s"
+    return str(exc) or type(exc).__name__
+
+
 def _http(
-    endpoint: Endpoint, method: str, path: str, timeout: float = 10.0
+    endpoint: Endpoint, method: str, path: str, timeout: float = PROBE_TIMEOUT_S
 ) -> tuple[int, str, float]:
-    """Send one request on a fresh connection; return status, Location header and elapsed ms."""
+    """Send one request on a fresh connection; return status, Location header and elapsed ms.
+
+    Raises:
+        OSError: no connection, or ``TimeoutError``: nothing to read for ``timeout`` (each read
+            has its own, so an answer trickling in byte by byte is not cut short).
+    """
     started = time.perf_counter()
     conn = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=timeout)
     try:
@@ -242,10 +257,15 @@ def _http(
         conn.close()
 
 
-def ws_handshake_status(endpoint: Endpoint, path: str, timeout: float = 5.0) -> int | None:
+def ws_handshake_status(
+    endpoint: Endpoint, path: str, timeout: float = PROBE_TIMEOUT_S
+) -> int | None:
     """Send a WebSocket opening handshake for ``path``; return the response status.
 
     Returns ``None`` when the server closes the connection without an HTTP response.
+
+    Raises:
+        OSError: no connection, or no status line within ``timeout`` (``TimeoutError``).
     """
     key = base64.b64encode(os.urandom(16)).decode()
     request = (
@@ -253,10 +273,13 @@ def ws_handshake_status(endpoint: Endpoint, path: str, timeout: float = 5.0) -> 
         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
+    deadline = time.monotonic() + timeout
     with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as sock:
         sock.sendall(request.encode())
         data = b""
         while b"\r\n" not in data:
+            # The whole status line within ``timeout``, however slowly it trickles in.
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
             chunk = sock.recv(1024)
             if not chunk:
                 return None
@@ -277,7 +300,7 @@ def check_health(endpoint: Endpoint, method: str, samples: int = HEALTH_SAMPLES)
         try:
             status, location, ms = _http(endpoint, method, HEALTH_PATH)
         except OSError as exc:
-            return RuleResult(rule, "fail", f"{method} {HEALTH_PATH}: {exc or 'no response'}")
+            return RuleResult(rule, "fail", f"{method} {HEALTH_PATH}: {_why(exc)}")
         if status != 200 or location:
             where = f" -> {location}" if location else ""
             return RuleResult(
@@ -298,7 +321,7 @@ def check_home(endpoint: Endpoint) -> RuleResult:
     try:
         status, location, ms = _http(endpoint, "GET", "/")
     except OSError as exc:
-        return RuleResult("home", "fail", f"GET /: {exc or 'no response'}")
+        return RuleResult("home", "fail", f"GET /: {_why(exc)}")
     if status >= 500:
         return RuleResult("home", "fail", f"GET / answered {status}")
     if status != 200:
@@ -318,7 +341,7 @@ def check_ws_valid(endpoint: Endpoint, paths: tuple[str, ...]) -> RuleResult:
         try:
             status = ws_handshake_status(endpoint, path)
         except OSError as exc:
-            return RuleResult("ws-valid", "fail", f"{path}: {exc or 'no response'}")
+            return RuleResult("ws-valid", "fail", f"{path}: {_why(exc)}")
         if status != 101:
             bad.append(f"{path} -> {status or 'closed'}")
     if bad:
@@ -332,7 +355,9 @@ def check_ws_invalid(endpoint: Endpoint, paths: tuple[str, ...]) -> RuleResult:
     for path in paths:
         try:
             status = ws_handshake_status(endpoint, path)
-        except OSError:
+        except TimeoutError as exc:  # a hung server has refused nothing
+            return RuleResult("ws-invalid", "fail", f"{path}: {_why(exc)}")
+        except OSError:  # reset: refused
             status = None
         seen.append(f"{path} -> {status or 'closed'}")
         if status == 101:
@@ -348,6 +373,8 @@ def check_ws_plain_get(endpoint: Endpoint) -> RuleResult:
     """``ws-plain-get``: a plain GET (no Upgrade) on a WebSocket path is not answered 101 or 2xx."""
     try:
         status, _, _ = _http(endpoint, "GET", VALID_WS_PATHS[0])
+    except TimeoutError as exc:
+        return RuleResult("ws-plain-get", "fail", f"GET {VALID_WS_PATHS[0]}: {_why(exc)}")
     except OSError as exc:
         return RuleResult("ws-plain-get", "pass", f"connection refused the request: {exc}")
     if status == 101 or 200 <= status < 300:
@@ -361,22 +388,32 @@ def check_ws_plain_get(endpoint: Endpoint) -> RuleResult:
     )
 
 
-def check_running(endpoint: Endpoint, *, socketio: bool | None) -> list[RuleResult]:
+def check_running(
+    endpoint: Endpoint, progress: Callable[[str], None], *, socketio: bool | None
+) -> list[RuleResult]:
     """Run the HTTP and WebSocket rules against an app listening at ``endpoint``.
 
     ``socketio`` says whether ``/socket.io/`` upgrades must be accepted (``True``), refused
     (``False``) or are not checked (``None``, for a URL target whose answers are unknown).
+    ``progress`` is told each rule before it runs. Each probe waits at most
+    ``PROBE_TIMEOUT_S`` and a rule stops at its first unanswered probe, so a hung app fails
+    every rule within seconds rather than stalling.
     """
     valid = VALID_WS_PATHS + (("/socket.io/",) if socketio else ())
     invalid = INVALID_WS_PATHS + (("/socket.io/",) if socketio is False else ())
-    return [
-        check_health(endpoint, "GET"),
-        check_health(endpoint, "HEAD"),
-        check_home(endpoint),
-        check_ws_valid(endpoint, valid),
-        check_ws_invalid(endpoint, invalid),
-        check_ws_plain_get(endpoint),
+    probes: list[tuple[str, Callable[[], RuleResult]]] = [
+        ("health-get", lambda: check_health(endpoint, "GET")),
+        ("health-head", lambda: check_health(endpoint, "HEAD")),
+        ("home", lambda: check_home(endpoint)),
+        ("ws-valid", lambda: check_ws_valid(endpoint, valid)),
+        ("ws-invalid", lambda: check_ws_invalid(endpoint, invalid)),
+        ("ws-plain-get", lambda: check_ws_plain_get(endpoint)),
     ]
+    results = []
+    for rule, probe in probes:
+        progress(f"{rule}: {RULES[rule].requirement}")
+        results.append(probe())
+    return results
 
 
 def free_port() -> int:
@@ -557,9 +594,10 @@ def check_project(
         results.append(RuleResult("port", "pass", f"listening on PORT={port}"))
         status: Status = "pass" if ready <= READY_WARN_S else "warn"
         results.append(RuleResult("startup", status, f"accepting connections after {ready:.1f} s"))
-        progress("probing HTTP and WebSocket rules")
         results.extend(
-            check_running(endpoint, socketio=socketio if isinstance(socketio, bool) else None)
+            check_running(
+                endpoint, progress, socketio=socketio if isinstance(socketio, bool) else None
+            )
         )
         progress("sending SIGTERM with WebSocket clients open")
         results.append(check_sigterm(proc, endpoint))
@@ -574,7 +612,7 @@ def check_url(url: str, progress: Callable[[str], None]) -> Report:
         socket.create_connection((endpoint.host, endpoint.port), timeout=5).close()
     except OSError as exc:
         raise CliError(f"cannot connect to {endpoint.url}: {exc}") from exc
-    results = check_running(endpoint, socketio=None)
+    results = check_running(endpoint, progress, socketio=None)
     skipped = "only checked for a project directory, which check starts itself"
     results[:0] = [
         RuleResult("port", "skip", skipped),

@@ -67,6 +67,8 @@ app = OneLineErrorsTyper(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Docstring lines wrapped in the source are joined into paragraphs, not shown as broken.
+    rich_markup_mode="markdown",
 )
 
 DataOption = Annotated[
@@ -160,6 +162,8 @@ def new(
         if template is None or Path(template, "copier.yml").is_file():
             questions = Path(template or source.bundled_snapshot(), "copier.yml")
             answers = project.check_data(answers, questions)
+        for warning in project.template_warnings(template, vcs_ref) if template else []:
+            err.print("[yellow]warning:[/yellow]", escape(warning), soft_wrap=True)
         project.new_project(
             dest.absolute(),
             data=answers,
@@ -199,7 +203,7 @@ def update(
         answers = project.check_data(
             project.parse_data(data or [], data_file), source.bundled_snapshot() / "copier.yml"
         )
-        files = project.update_project(
+        result = project.update_project(
             dest,
             data=answers,
             conflict=conflict,
@@ -208,14 +212,52 @@ def update(
             trust=trust,
         )
         if pretend:
-            # git's short status: M changed, A added, D deleted, UU in conflict.
-            out.print("\n".join(files) or "nothing would change", soft_wrap=True, markup=False)
-        elif files:
-            err.print(
-                "[yellow]warning:[/yellow] resolve the conflicts in "
-                f"{', '.join(files)} before committing",
-                soft_wrap=True,
+            # git's short status: M changed, ?? added, D deleted, UU in conflict.
+            out.print(
+                "\n".join(result.changes) or "nothing would change", markup=False, soft_wrap=True
             )
+        else:
+            _report_update(result, conflict)
+
+
+def _report_update(result: project.UpdateResult, conflict: project.Conflict) -> None:
+    """Print what an update changed and what the user does next (review, test, commit)."""
+    if not result.changes:
+        out.print(f"Template {result.new}: nothing changed.", markup=False, soft_wrap=True)
+        return
+    moved = f"from {result.old} to {result.new}" if result.old != result.new else result.new
+    out.print(
+        f"Updated the template {moved}; {len(result.changes)} "
+        f"{'file' if len(result.changes) == 1 else 'files'} changed "
+        "(M changed, ?? added, D deleted, UU in conflict):",
+        markup=False,
+        soft_wrap=True,
+    )
+    out.print(
+        "\n".join(f"  {line}" for line in result.changes),
+        markup=False,
+        soft_wrap=True,
+    )
+    if result.conflicts:
+        how = (
+            "keep what you need of both sides and delete the <<<<<<< ======= >>>>>>> markers"
+            if conflict == "inline"
+            else "each .rej file holds your lines that the template's version replaced: merge "
+            "them by hand, then delete the .rej files"
+        )
+        err.print(
+            "[yellow]warning:[/yellow] resolve the conflicts in "
+            f"{escape(', '.join(result.conflicts))} before committing: {how}",
+            soft_wrap=True,
+        )
+    out.print(
+        "Next steps:\n"
+        "  1. review:  git diff   (and the template's CHANGELOG.md for these versions)\n"
+        "  2. test:    pytest\n"
+        f'  3. commit:  git add -A && git commit -m "Update template to {result.new}"',
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("check-update")

@@ -122,13 +122,50 @@ def _template_url(template: str) -> str:
 
 
 def _require_recorded_source(dest: Path, src_path: str) -> None:
-    """Refuse a project whose recorded local template source no longer exists."""
-    if not _is_remote(src_path) and not Path(src_path).expanduser().exists():
+    """Refuse a project whose recorded local template source is relative or no longer exists."""
+    if _is_remote(src_path):
+        return
+    if not Path(src_path).expanduser().is_absolute():
+        raise CliError(
+            f"{dest / ANSWERS_FILE} records the relative template path {src_path}, which "
+            "copier cannot update from: make its _src_path the template's absolute path or git "
+            "URL, commit, and retry"
+        )
+    if not Path(src_path).expanduser().exists():
         raise CliError(
             f"the template source {src_path} recorded in {dest / ANSWERS_FILE} does not exist; "
             "restore it (or, for vip-skeleton's own template, set VIP_SKELETON_CACHE_DIR to "
             "the cache it was made with)"
         )
+
+
+def template_warnings(template: str, vcs_ref: str | None) -> list[str]:
+    """Return what a user should know before generating from the local ``template``.
+
+    A git checkout with uncommitted changes is copied as it is only with ``--vcs-ref HEAD`` (or
+    when it has no tags), and then copier records a commit that exists only in its temporary
+    copy, so the project's first ``update`` fails with "Unknown revision". Remote templates and
+    directories that are not git checkouts give no warning.
+    """
+    path = Path(template).expanduser()
+    if _is_remote(template) or not (path / ".git").exists():
+        return []
+    try:
+        dirty = _git_lines(path, "status", "--porcelain")
+    except CliError:
+        return []
+    if not dirty:
+        return []
+    if vcs_ref not in (None, "HEAD") or (vcs_ref is None and source.versions_in(path)):
+        return [
+            f"the template {path.resolve()} has uncommitted changes, which this project will "
+            "not get: it is made from a committed version"
+        ]
+    return [
+        f"the template {path.resolve()} has uncommitted changes: copier includes them as a "
+        "commit only its temporary copy has, so `update` will fail on this project; commit "
+        "them in the template first"
+    ]
 
 
 def new_project(
@@ -145,9 +182,12 @@ def new_project(
     The bundled template needs no ``--trust``: it has no tasks, migrations or Jinja extensions.
 
     Raises:
-        CliError: ``dest`` already holds files (a project is updated, never generated again).
+        CliError: ``dest`` is a file or already holds files (a project is updated, never
+            generated again).
     """
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+    if dest.exists() and not dest.is_dir():
+        raise CliError(f"{dest} is a file; choose a new directory for the project")
+    if dest.exists() and any(dest.iterdir()):
         raise CliError(
             f"{dest} already exists and is not empty; choose a new directory "
             "(to bring a project up to date, use `vip-skeleton update`)"
@@ -240,6 +280,25 @@ def plan_update(dest: Path, vcs_ref: str | None, trust: bool) -> Plan:
     return Plan(ref=target, unsafe=False, current=current)
 
 
+@dataclass(frozen=True)
+class UpdateResult:
+    """What an update did, or with ``pretend`` would do, to a project.
+
+    Attributes:
+        old: the template version that generated the project (as recorded before the update).
+        new: the template version recorded after it.
+        changes: the files changed, as ``git status --short`` lines (``M`` changed, ``??``
+            added, ``D`` deleted, ``UU`` in conflict).
+        conflicts: the files to resolve: with conflict markers, or with a ``.rej`` file beside
+            them (the ``.rej`` files are listed).
+    """
+
+    old: str
+    new: str
+    changes: list[str]
+    conflicts: list[str]
+
+
 def update_project(
     dest: Path,
     *,
@@ -248,12 +307,12 @@ def update_project(
     vcs_ref: str | None,
     pretend: bool,
     trust: bool,
-) -> list[str]:
-    """Update the project in ``dest`` with a three-way merge; return the files left in conflict.
+) -> UpdateResult:
+    """Update the project in ``dest`` with a three-way merge and say what changed.
 
     Recorded answers are kept unless ``data`` gives new ones; new questions take their defaults.
-    With ``pretend``, the update is made in a clone of the project's repository instead, and the
-    files it would change are returned as ``git status --short`` lines (``UU``: a conflict).
+    With ``pretend``, the update is made in a clone of the project's repository instead and
+    ``dest`` is not touched. The update is not committed: the user reviews and tests it first.
 
     Raises:
         CliError: not a project, not a clean git work tree, a downgrade, or any copier failure.
@@ -267,10 +326,9 @@ def update_project(
             clone = Path(tmp) / top.name
             _git_lines(top, "clone", "--quiet", str(top), str(clone))
             trial = clone / dest.relative_to(top)
-            update_project(
+            return update_project(
                 trial, data=data, conflict=conflict, vcs_ref=vcs_ref, pretend=False, trust=trust
             )
-            return _git_lines(trial, "status", "--short", "--untracked-files=all", "--", ".")
     plan = plan_update(dest, vcs_ref, trust)
     with copier_errors():
         copier.run_update(
@@ -281,14 +339,17 @@ def update_project(
             conflict=conflict,
             vcs_ref=plan.ref,
             unsafe=plan.unsafe,
+            quiet=True,
         )
+    changes = _git_lines(dest, "status", "--short", "--untracked-files=all", "--", ".")
     unmerged = _git_lines(dest, "diff", "--name-only", "--diff-filter=U")
-    rejected = [
-        line[3:]
-        for line in _git_lines(dest, "status", "--porcelain", "--untracked-files=all")
-        if line.endswith(".rej")
-    ]
-    return sorted(set(unmerged) | set(rejected))
+    rejected = [line[3:] for line in changes if line.endswith(".rej")]
+    return UpdateResult(
+        old=plan.current,
+        new=recorded_template(dest)[1],
+        changes=changes,
+        conflicts=sorted(set(unmerged) | set(rejected)),
+    )
 
 
 @dataclass(frozen=True)

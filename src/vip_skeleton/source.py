@@ -10,15 +10,19 @@ as the user upgrades, so a newer wheel finds the older version next to its own.
 
 If the content of a version's tag differs from the bundled snapshot (a development install whose
 template changed), the snapshot is tagged ``<version>+<n>``, a PEP 440 local version that sorts
-after ``<version>``. Commits have fixed author data and dates and no parent, so re-importing the
-same snapshot after the cache was wiped yields the same commit id.
+after ``<version>``. A source checkout imports its own release tag of that version first, so a
+template changed since the release never takes the release's version, even in an empty cache.
+Commits have fixed author data and dates and no parent, so re-importing the same snapshot after the
+cache was wiped yields the same commit id.
 """
 
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import subprocess
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -188,10 +192,33 @@ def import_snapshot(snapshot: Path, version: str, repo: Path) -> str:
         return tag
 
 
+def _import_checkout_release(checkout: Path, repo: Path) -> None:
+    """Import the release tag ``__version__`` of a source checkout of vip-skeleton into ``repo``.
+
+    Does nothing for an installed wheel's snapshot, or a checkout without that tag
+    (``scripts/tag-releases`` makes it).
+    """
+    if not (checkout / ".git").exists() or not has_revision(checkout, f"refs/tags/{__version__}"):
+        return
+    archive = subprocess.run(
+        ["git", "-C", str(checkout), "archive", f"refs/tags/{__version__}", *SNAPSHOT_PATHS],
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        raise CliError(f"git archive failed in {checkout}: {archive.stderr.decode().strip()}")
+    with tempfile.TemporaryDirectory(prefix="vip-skeleton-release.") as tmp:
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(tmp, filter="data")
+        import_snapshot(Path(tmp), __version__, repo)
+
+
 def bundled_source() -> TemplateSource:
     """Import this installation's template into the cache repository and describe it."""
     repo = cache_repo()
-    tag = import_snapshot(bundled_snapshot(), __version__, repo)
+    snapshot = bundled_snapshot()
+    _import_checkout_release(snapshot, repo)
+    tag = import_snapshot(snapshot, __version__, repo)
     return TemplateSource(repo=repo, url=recorded_url(repo), tag=tag)
 
 

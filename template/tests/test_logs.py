@@ -29,6 +29,7 @@ def test_json_logs_parse_line_by_line_and_never_show_a_secret(make_server: Any) 
             with pytest.raises(aiohttp.WSServerHandshakeError) as no_token:
                 await session.ws_connect(
                     f"{server.ws_base}/_ws/?token={SECRET}",
+                    protocols=("bearer", WRONG_TOKEN),  # invalid: 401 (none: anonymous)
                     headers={"X-Forwarded-For": "203.0.113.7, 10.0.0.1"},
                 )
             assert no_token.value.status == 401

@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import os
+import re
 import resource
 import signal
 import sys
@@ -14,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web, web_response
-from dotenv import load_dotenv
+from dotenv import dotenv_values, load_dotenv
+from dotenv.parser import parse_stream
 
 from . import logs
 from .app import HUB_KEY, SERVER, create_app
@@ -63,7 +65,8 @@ async def serve(settings: Settings, broker: Broker, metrics: Metrics) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        # Deploys send SIGTERM: stop accepting, close WebSockets with 1001, exit within 10 s.
+        # Deploys send SIGTERM: stop accepting, close WebSockets with 1012 over DRAIN_SECONDS
+        # (1001 for any left), exit within 10 s.
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     logger.info("shutting down")
@@ -98,17 +101,44 @@ def _fastest_event_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
+def _read_dotenv(path: Path) -> set[str]:
+    """Set the variables of ``path`` that the environment does not; return their names.
+
+    Does nothing when ``path`` does not exist.
+
+    Raises:
+        SettingsError: a line is neither ``NAME=value``, a comment nor blank (python-dotenv would
+            only warn and skip it, and the app would start without that setting).
+    """
+    if not path.is_file():
+        return set()
+    with path.open(encoding="utf-8") as stream:
+        for binding in parse_stream(stream):
+            if binding.error:
+                line = binding.original.string.strip()
+                raise SettingsError(
+                    f"{path} line {binding.original.line}: {line!r} is not NAME=value"
+                )
+    from_file = set(dotenv_values(path)) - set(os.environ)
+    load_dotenv(path, override=False)
+    return from_file
+
+
 def main() -> None:
     """Read the settings, configure logging and run the server."""
     _raise_file_limit()
     # A local run reads .env; the platform's environment (and any real variable) always wins.
-    load_dotenv(Path.cwd() / ".env", override=False)
+    dotenv = Path.cwd() / ".env"
+    from_dotenv: set[str] = set()
     try:
+        from_dotenv = _read_dotenv(dotenv)
         settings = Settings.from_environ()
         metrics = Metrics()
         broker = create_broker(settings, os.environ, metrics)
     except SettingsError as error:
-        sys.exit(f"error: {error}")
+        named = re.match(r"[A-Z][A-Z0-9_]*", str(error))
+        where = f" (set in {dotenv})" if named and named.group() in from_dotenv else ""
+        sys.exit(f"error: {error}{where}")
     # Logs go to stderr, one line per event: the platform collects stdout and stderr.
     logs.configure(settings.log_level, settings.log_format)
     with asyncio.Runner(loop_factory=_fastest_event_loop()) as runner:

@@ -23,6 +23,8 @@ from typing import ClassVar, NamedTuple, Protocol
 MAX_PRESENCE_LIST = 1000
 #: Channels whose last id the in-process broker remembers at most (the least recently used go).
 MAX_LOCAL_CHANNELS = 10_000
+#: Idempotency keys the in-process broker remembers at most (the oldest go): about 25 MB at most.
+MAX_SEEN_KEYS = 100_000
 
 
 class Member(NamedTuple):
@@ -34,6 +36,10 @@ class Member(NamedTuple):
 
 class HubUnavailable(RuntimeError):
     """A broadcast or a producer's step could not be made now (e.g. the message broker is down)."""
+
+
+class PublishInProgress(RuntimeError):
+    """A publish with the same idempotency key is under way: ask again in a moment."""
 
 
 class Receiver(Protocol):
@@ -74,6 +80,20 @@ class Broker(Protocol):
             HubUnavailable: The broadcast could not be made.
         """
 
+    async def publish_once(
+        self, key: str, data: str, channel: str | None = None
+    ) -> tuple[int, bool]:
+        """Broadcast ``data`` as :meth:`publish` does, unless ``key`` was seen already.
+
+        Returns:
+            The broadcast's id and True; for a key seen already, the id its first publish
+            returned and False, and nothing is broadcast.
+
+        Raises:
+            HubUnavailable: The broadcast could not be made (the key is not remembered then).
+            PublishInProgress: Another publish with ``key`` has not finished yet.
+        """
+
     async def history(
         self, last_id: int, count: int, channel: str | None = None
     ) -> list[tuple[int, bytes]] | None:
@@ -102,6 +122,14 @@ class Broker(Protocol):
 
         Raises:
             HubUnavailable: The presence could not be read.
+        """
+
+    async def count_present(self, channel: str, here: int) -> int:
+        """Record that ``here`` connections of this process subscribe to ``channel``; return
+        how many do in every process (counted presence: no names).
+
+        Raises:
+            HubUnavailable: The count could not be had.
         """
 
     async def acquire_lease(self, name: str) -> bool:
@@ -159,6 +187,7 @@ class LocalBroker:
         self._receiver: Receiver | None = None
         self._counters: dict[str, int] = {}
         self._present: dict[str, dict[str, set[str]]] = {}  # channel -> name -> connections
+        self._seen: dict[str, int | None] = {}  # idempotency key -> id (None: under way)
 
     async def start(self, receiver: Receiver) -> None:
         """Deliver every later broadcast to ``receiver``."""
@@ -180,6 +209,27 @@ class LocalBroker:
             del last_ids[next(key for key in last_ids if key is not None)]
         await self._receiver.deliver(message_id, encode_message(message_id, data, channel), channel)
         return message_id
+
+    async def publish_once(
+        self, key: str, data: str, channel: str | None = None
+    ) -> tuple[int, bool]:
+        """Publish unless ``key`` is among the newest ``MAX_SEEN_KEYS`` keys seen."""
+        seen = self._seen
+        if key in seen:
+            message_id = seen[key]
+            if message_id is None:
+                raise PublishInProgress(key)
+            return message_id, False
+        seen[key] = None
+        try:
+            message_id = await self.publish(data, channel)
+        except BaseException:
+            seen.pop(key, None)
+            raise
+        seen[key] = message_id
+        if len(seen) > MAX_SEEN_KEYS:  # bounded memory: the oldest key goes
+            del seen[next(iter(seen))]
+        return message_id, True
 
     async def history(self, last_id: int, count: int, channel: str | None = None) -> None:
         """Keeps none: the hub's own replay logs are all there is."""
@@ -215,6 +265,10 @@ class LocalBroker:
     async def members(self, channel: str) -> list[str]:
         """The names present on ``channel`` in this process, the earliest first."""
         return list(itertools.islice(self._present.get(channel, ()), MAX_PRESENCE_LIST))
+
+    async def count_present(self, channel: str, here: int) -> int:
+        """One process: ``here``."""
+        return here
 
     async def acquire_lease(self, name: str) -> bool:
         """One process: always the producer."""

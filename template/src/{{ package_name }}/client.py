@@ -20,17 +20,26 @@ the last id seen on each::
             if message.channel == "chat/lobby":
                 await client.publish("chat/lobby", {"name": "bot", "text": "heard you"})
 
+With tokens (``AUTH_SECRET`` on the server), give a provider: a function that returns a fresh
+token (from a WordPress REST route, say), called before every connection and sent as
+``["bearer", token]``. A connection closed with 4001 (its token expired) comes back at once with a
+new token; a handshake refused with 401 gets one more token and one more try, then the client
+reports ``{"type": "unauthorized"}`` and raises :class:`HandshakeRefused`::
+
+    async with ReconnectingClient(url, token_provider=fetch_token) as client: ...
+
 or from a shell: ``python -m <package>.client URL`` prints every message, one JSON per line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import random
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -40,8 +49,13 @@ from yarl import URL
 
 logger = logging.getLogger(__name__)
 
-#: Close codes after which reconnecting would only repeat the refusal (1008 and 4000-4999).
-POLICY_CODES = frozenset({1008, *range(4000, 5000)})
+#: Close code of a connection whose token expired: come back with a new token.
+TOKEN_EXPIRED = 4001
+#: Close codes after which reconnecting would only repeat the refusal (1008 and 4000-4999 but
+#: 4001).
+POLICY_CODES = frozenset({1008, *range(4000, 5000)}) - {TOKEN_EXPIRED}
+#: Backoff base after 4001, in seconds: a new token is at hand, so the client comes back soon.
+RENEW_BASE = 1.0
 #: The backoff's exponent stops growing here, as in the browser client.
 MAX_ATTEMPT = 30
 
@@ -61,12 +75,15 @@ class Message:
 def close_policy(code: int | None) -> str:
     """What to do after the connection closed with ``code`` (None: it dropped without one).
 
-    ``stop`` (1000): do not reconnect; ``refused`` (1008, 4000-4999): do not reconnect, raise;
-    ``later`` (1013): reconnect after a longer backoff; ``retry``: reconnect after the backoff.
-    The browser client's ``closePolicy``, to the letter (tests/reconnect-policy.json).
+    ``stop`` (1000): do not reconnect; ``refused`` (1008, 4000-4999 but 4001): do not reconnect,
+    raise; ``renew`` (4001): get a new token and reconnect soon; ``later`` (1013): reconnect
+    after a longer backoff; ``retry``: reconnect after the backoff. The browser client's
+    ``closePolicy``, to the letter (tests/reconnect-policy.json).
     """
     if code == 1000:
         return "stop"
+    if code == TOKEN_EXPIRED:
+        return "renew"
     if code in POLICY_CODES:
         return "refused"
     if code == 1013:
@@ -96,7 +113,8 @@ class Backoff:
 
     Attempt ``n`` (from 0) waits a random time in ``[0, min(cap, base * 2**n))``; a server that
     asks to try again later (1013) gets at least ``base`` seconds in a window four times as wide,
-    still capped: the browser client's policy, to the letter.
+    still capped; after 4001 the base is ``RENEW_BASE``: the browser client's policy, to the
+    letter.
     """
 
     base: float = 5.0
@@ -105,10 +123,12 @@ class Backoff:
 
     def delay(self, attempt: int, close_code: int | None = None) -> float:
         """Return the delay before reconnect attempt ``attempt``."""
-        low = 0.0
+        low, base = 0.0, self.base
         if close_policy(close_code) == "later":  # try again later: back off longer
             attempt, low = attempt + 2, self.base
-        window = min(self.cap, self.base * 2.0 ** min(attempt, MAX_ATTEMPT))
+        elif close_policy(close_code) == "renew":  # with a new token: soon
+            base = RENEW_BASE
+        window = min(self.cap, base * 2.0 ** min(attempt, MAX_ATTEMPT))
         low = min(low, window)
         return low + self.random() * (window - low)
 
@@ -128,7 +148,10 @@ class ReconnectingClient:
             every connection: ``lambda: ["bearer", fresh_token()]`` sends a new token each time.
         on_event: Called with every other frame of the protocol, as a dict: ``subscribed``,
             ``presence``, ``error`` (a refused request) and ``message`` (sent to this client
-            alone). Presence is also kept in :attr:`presence`.
+            alone). Presence is also kept in :attr:`presence`, counts in :attr:`counts`. Also
+            ``{"type": "unauthorized"}`` when the server refuses the token twice in a row.
+        token_provider: Returns a fresh token (or None for none), awaitable or not; called
+            before every connection, the token sent after ``bearer`` in the subprotocols.
     """
 
     def __init__(
@@ -141,6 +164,7 @@ class ReconnectingClient:
         on_gap: Callable[[int, int | None], None] | None = None,
         protocols: Sequence[str] | Callable[[], Sequence[str]] = (),
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        token_provider: Callable[[], Awaitable[str | None] | str | None] | None = None,
     ) -> None:
         self._url = URL(url)
         self._backoff = backoff or Backoff()
@@ -149,16 +173,22 @@ class ReconnectingClient:
         self._on_gap = on_gap
         self._protocols = protocols
         self._on_event = on_event
+        self._token_provider = token_provider
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         #: The channels subscribed to: channel -> id of the last message seen on it, or None.
         self.channels: dict[str, int | None] = {}
         #: Who is on each channel with presence: channel -> member names.
         self.presence: dict[str, set[str]] = {}
+        #: How many are on each channel with counted presence: channel -> count.
+        self.counts: dict[str, int] = {}
         #: Id of the last broadcast received, sent to the server on reconnect.
         self.last_id: int | None = None
         #: Number of times the client connected again after its first connection.
         self.reconnects = 0
+        #: Set while a connection is open, cleared when it drops: ``await
+        #: client.connected.wait()`` before sending, ``is_set()`` to show the state.
+        self.connected = asyncio.Event()
 
     async def __aenter__(self) -> ReconnectingClient:
         self._session = aiohttp.ClientSession()
@@ -191,6 +221,7 @@ class ReconnectingClient:
         """Stop receiving ``channel``'s messages."""
         if self.channels.pop(channel, False) is not False:
             self.presence.pop(channel, None)
+            self.counts.pop(channel, None)
             await self.send({"type": "unsubscribe", "channel": channel})
 
     async def publish(self, channel: str, data: object) -> bool:
@@ -206,12 +237,14 @@ class ReconnectingClient:
         Raises:
             ConnectionRefusedByPolicy: The server closed with 1008 or a 4xxx code.
             HandshakeRefused: The handshake got a 4xx answer other than 429 (a wrong path, no
-                valid token, another origin): the same request would get it again.
+                valid token, another origin): the same request would get it again. A 401 with a
+                token provider is retried once, at once, with a new token first.
         """
         if self._session is None:
             raise RuntimeError("use 'async with ReconnectingClient(...)' first")
         attempt = 0
         connected_before = False
+        renewed = False  # a 401 was answered with a new token: the next one is final
         loop = asyncio.get_running_loop()
         while True:
             close_code: int | None = None
@@ -220,27 +253,41 @@ class ReconnectingClient:
                 url = url.update_query(last_id=self.last_id)
             try:
                 protocols = self._protocols() if callable(self._protocols) else self._protocols
+                token = await self._fresh_token()
+                if token is not None:
+                    protocols = ["bearer", token, *protocols]
                 async with self._session.ws_connect(
                     url, heartbeat=None, autoping=True, protocols=protocols
                 ) as ws:
                     if connected_before:
                         self.reconnects += 1
                     connected_before = True
+                    renewed = False
                     opened = loop.time()
                     logger.info("connected to %s", url)
                     self._ws = ws
+                    self.connected.set()
                     for channel in list(self.channels):
                         await self._send_subscribe(channel)
                     async for message in self._receive(ws):
                         yield message
                     self._ws = None
+                    self.connected.clear()
                     close_code = ws.close_code
                     if loop.time() - opened >= self._stable_after:
                         attempt = 0
             except (aiohttp.ClientError, OSError, TimeoutError) as error:
                 self._ws = None
-                if isinstance(error, aiohttp.WSServerHandshakeError) and _final(error.status):
-                    raise HandshakeRefused(error.status, str(self._url)) from None
+                self.connected.clear()
+                status = error.status if isinstance(error, aiohttp.WSServerHandshakeError) else 0
+                if status == 401 and self._token_provider is not None and not renewed:
+                    renewed = True
+                    logger.info("token refused (401): trying once more with a new one")
+                    continue
+                if status == 401 and self._on_event is not None:
+                    self._on_event({"type": "unauthorized"})
+                if _final(status):
+                    raise HandshakeRefused(status, str(self._url)) from None
                 logger.warning("connection to %s failed: %s", self._url, error or type(error))
                 retry_after = _retry_after(error)
             else:
@@ -291,6 +338,13 @@ class ReconnectingClient:
             elif kind != "heartbeat":
                 self._take_event(payload)
 
+    async def _fresh_token(self) -> str | None:
+        """A token from the provider, awaited if need be; None without a provider."""
+        if self._token_provider is None:
+            return None
+        token = self._token_provider()
+        return await token if inspect.isawaitable(token) else token
+
     def _take_event(self, event: dict[str, Any]) -> None:
         """Keep what a protocol frame says (presence, refused subscribes), then pass it on."""
         channel = event.get("channel")
@@ -298,6 +352,8 @@ class ReconnectingClient:
             # Where the channel stood: recovery after a drop starts there, even before a message.
             if self.channels[channel] is None and isinstance(event.get("last_id"), int):
                 self.channels[channel] = event["last_id"]
+        elif event["type"] == "presence" and channel in self.channels and "count" in event:
+            self.counts[channel] = event["count"]
         elif event["type"] == "presence" and channel in self.channels:
             members = set(event.get("members", self.presence.get(channel, ())))
             self.presence[channel] = (members | set(event.get("joined", ()))) - set(

@@ -4,25 +4,32 @@
 never changed by ``copier update``) subclasses it and overrides the hooks it needs; a hook added by
 a later template version arrives here with a default, so an older ``service.py`` keeps working.
 
-The defaults let anyone connect, and refuse every subscribe and publish: a channel is open only
-once the service says who may use it.
+The defaults let anyone connect, anonymously, unless ``AUTH_SECRET`` is set: then a connection
+with a token (``tokens.py``) is who its token says, one without is an anonymous reader, and one
+with an invalid token gets 401 before any 101. A channel is open to a connection whose token
+grants it (``channels``, ``publish``), and to nobody else until the service says who may use it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
-from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 from aiohttp import hdrs, web
 
 from .hub import Hub
 from .settings import Settings
+from .tokens import MAX_TOKEN_LENGTH, NO_GRANTS, Claims, InvalidToken, read_token
+
+logger = logging.getLogger(__name__)
 
 #: The subprotocol a browser offers next to its token: ``new WebSocket(url, ["bearer", token])``.
 BEARER_PROTOCOL = "bearer"
 #: The cookie a connection token may come in instead.
 TOKEN_COOKIE = "ws_token"  # noqa: S105 - a cookie name, not a secret
+#: Where the default ``authenticate`` leaves the claims of the connection's token.
+TOKEN_CLAIMS = web.RequestKey("token_claims", Claims)
 
 
 class Refusal(Exception):
@@ -45,6 +52,13 @@ class Connection:
         identity: Who the client is, as ``authenticate`` said; None when anonymous.
         request: The handshake's request (headers, cookies, path).
         send: Writes one message to this client alone.
+
+    Attributes:
+        token: The claims of the connection's token, as the default ``authenticate`` read them;
+            None without a token.
+        channels: The channels its token grants to subscribe to; the service may narrow them
+            (``connection.channels = Grants.parse([...])``) or ignore them.
+        publish: The channels its token grants to publish on; likewise.
     """
 
     def __init__(
@@ -58,6 +72,9 @@ class Connection:
         self.identity = identity
         self.request = request
         self._send = send
+        self.token = request.get(TOKEN_CLAIMS)
+        self.channels = NO_GRANTS if self.token is None else self.token.channels
+        self.publish = NO_GRANTS if self.token is None else self.token.publish
 
     @property
     def member(self) -> str:
@@ -86,28 +103,49 @@ class Hooks:
         self.settings = settings
 
     async def authenticate(self, request: web.Request) -> str | None:
-        """Who is connecting; by default, anyone, anonymously.
+        """Who is connecting: by default, the subject of the connection's token.
 
         Called before the handshake is answered. Return an identity (a user id, say), None for an
         anonymous connection, or raise ``web.HTTPUnauthorized`` or ``web.HTTPForbidden`` to refuse
         the connection before any 101.
+
+        The default, with ``AUTH_SECRET`` set, reads the token of :func:`connection_token`: none
+        makes an anonymous connection, an invalid one (forged, expired, another algorithm,
+        malformed, oversized) is refused with 401, a valid one's claims go to ``request`` under
+        :data:`TOKEN_CLAIMS` (then to ``Connection.token``), and its ``sub`` is the identity.
+        Without ``AUTH_SECRET``, every connection is anonymous.
         """
-        return None
+        secrets = self.settings.auth_secrets
+        token = connection_token(request) if secrets else None
+        if token is None:
+            return None
+        try:
+            claims = read_token(token, secrets, max_seconds=self.settings.max_token_seconds)
+        except InvalidToken as invalid:
+            logger.debug("refused a token: %s", invalid.reason)
+            raise web.HTTPUnauthorized(
+                text="the token is not valid: get a fresh one\n",
+                headers={hdrs.CACHE_CONTROL: "no-store"},
+            ) from None
+        request[TOKEN_CLAIMS] = claims
+        return claims.subject
 
     async def authorize_subscribe(self, connection: Connection, channel: str) -> bool:
-        """Whether ``connection`` may receive the messages of ``channel``; by default, no.
+        """Whether ``connection`` may receive the messages of ``channel``; by default, if its
+        token grants it (``connection.channels``).
 
         Refused (False, or :class:`Refusal` with a reason of your own), the client gets an error
         frame. Every hook here has ``HOOK_TIMEOUT`` seconds to answer.
         """
-        return False
+        return connection.channels.allows(channel)
 
     async def authorize_publish(self, connection: Connection, channel: str, data: object) -> bool:
-        """Whether ``connection`` may publish ``data`` on ``channel``; by default, no.
+        """Whether ``connection`` may publish ``data`` on ``channel``; by default, if its token
+        grants it (``connection.publish``).
 
         ``data`` is parsed JSON already, within ``MAX_MESSAGE_BYTES`` and the nesting limit.
         """
-        return False
+        return connection.publish.allows(channel)
 
     async def prepare_publish(self, connection: Connection, channel: str, data: object) -> object:
         """What the subscribers of ``channel`` get when ``connection`` publishes ``data``.
@@ -123,6 +161,15 @@ class Hooks:
 
     def has_presence(self, channel: str) -> bool:
         """Whether ``channel``'s subscribers are told who is there; by default, no."""
+        return False
+
+    def counts_presence(self, channel: str) -> bool:
+        """Whether ``channel``'s subscribers are told how many they are; by default, no.
+
+        For large rooms (a live blog's readers): ``{"type": "presence", "channel": C,
+        "count": N}`` on subscribing, then at most once a second when the count changes, counted
+        in every process, without names. A channel has this or :meth:`has_presence`, not both.
+        """
         return False
 
     async def on_message(self, connection: Connection, message: dict[str, Any]) -> None:
@@ -143,14 +190,34 @@ class Hooks:
 
 def connection_token(request: web.Request) -> str | None:
     """The token a client sent with its handshake: after ``bearer`` in ``Sec-WebSocket-Protocol``,
-    else in the ``ws_token`` cookie. Never from the query string, which ends up in access logs.
+    else in ``Authorization: Bearer``, else in the ``ws_token`` cookie. Never from the query
+    string, which ends up in access logs.
+
+    Whatever comes is returned, however long or strange: :func:`~.tokens.read_token` judges it.
     """
     offered = [p.strip() for p in request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "").split(",")]
     if BEARER_PROTOCOL in offered[:-1]:
         return offered[offered.index(BEARER_PROTOCOL) + 1] or None
-    try:
-        cookie = SimpleCookie(request.headers.get(hdrs.COOKIE, ""))
-    except CookieError:
-        return None
-    morsel = cookie.get(TOKEN_COOKIE)
-    return morsel.value if morsel is not None and morsel.value else None
+    scheme, _, credentials = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return cookie_value(request.headers.get(hdrs.COOKIE, ""), TOKEN_COOKIE)
+
+
+def cookie_value(header: str, name: str) -> str | None:
+    """The value of the cookie ``name`` in a ``Cookie`` header (RFC 6265), None if absent.
+
+    One pass over the header, in linear time: not :class:`http.cookies.SimpleCookie`, whose
+    parsing is quadratic on some inputs (CVE-2024-7592). A value longer than a token may be is
+    not looked at: it is returned cut to one character more, which no token verifies.
+    Not a general cookie parser: the other cookies are skipped unread, and a quoted value only
+    loses its two quotes.
+    """
+    for pair in header.split(";"):
+        key, equals, value = pair.partition("=")
+        if equals and key.strip() == name:
+            value = value.strip()[: MAX_TOKEN_LENGTH + 2]
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            return value[: MAX_TOKEN_LENGTH + 1] or None
+    return None

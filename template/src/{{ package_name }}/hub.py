@@ -75,6 +75,12 @@ MAX_IDLE_CHANNELS = 1000
 #: wave of N subscribers costs N frames per subscriber of the channel at most once per period.
 PRESENCE_PERIOD = 0.5
 
+#: Seconds between two counts of a counted channel's subscribers in every process, and the
+#: shortest interval between two counts told to its subscribers (only when it changed): a change
+#: reaches every subscriber within about two periods plus one interval.
+COUNT_PERIOD = 0.5
+COUNT_INTERVAL = 1.0
+
 #: Longest pause, in seconds, between two looks at a catching-up client's unsent data.
 DRAIN_POLL_MAX = 0.1
 
@@ -193,6 +199,9 @@ class Hub:
         self._fan_out_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
         self._presence_changes: dict[str, dict[str, bool]] = {}  # channel -> name -> present
+        # Counted channels with subscribers here: channel -> the task that counts them.
+        self._counting: dict[str, asyncio.Task[None]] = {}
+        self._counts: dict[str, int] = {}  # counted channel -> the count its subscribers have
         # Clients pinged by the last heartbeat that have sent nothing since, not even the pong.
         self._unheard: set[web.WebSocketResponse] = set()
         #: Set while at least one client is connected.
@@ -212,7 +221,12 @@ class Hub:
         await self._broker.start(self)
 
     async def stop(self) -> None:
-        """Stop the broker (after the producers, so that their leases are given up)."""
+        """Stop counting, then the broker (after the producers, so that their leases are given
+        up)."""
+        counting = [*self._counting.values()]
+        for task in counting:
+            task.cancel()
+        await asyncio.gather(*counting, return_exceptions=True)
         await self._broker.stop()
 
     def join(
@@ -269,6 +283,8 @@ class Hub:
         channel: str,
         last_id: int | None,
         member: Member | None,
+        *,
+        counted: bool = False,
     ) -> None:
         """Send ``channel``'s messages to ``ws`` too; with ``last_id``, the missed ones first.
 
@@ -278,6 +294,10 @@ class Hub:
         With ``member`` (who the client is, on a channel with presence), the client is first
         announced to the channel's subscribers in every process, then told who is here with
         ``{"type": "presence", "channel": ..., "members": [...]}`` right after ``subscribed``.
+        On a ``counted`` channel, the client is told how many subscribe to it in every process,
+        ``{"type": "presence", "channel": ..., "count": N}``, right after ``subscribed`` (the
+        latest count, which may be a second old), then at most every ``COUNT_PERIOD`` when the
+        count changes; never who they are.
 
         Raises:
             HubUnavailable: The broker could not record the presence: the client is not
@@ -313,6 +333,11 @@ class Hub:
         if stream.log.newest_id is not None:
             newest_id = stream.log.newest_id  # delivered here meanwhile, or known already
         subscribed = _event(type="subscribed", channel=channel, last_id=newest_id)
+        if counted:
+            count = self._counts.get(channel, stream.subscriber_count + 1)
+            presence = _event(type="presence", channel=channel, count=count)
+            if channel not in self._counting:
+                self._counting[channel] = asyncio.create_task(self._count_presence(stream))
         transport.write(
             self._frame(ws, "subscribed", subscribed)
             + (b"" if presence is None else self._frame(ws, "presence", presence))
@@ -390,6 +415,23 @@ class Hub:
             self._metrics.refused_publishes.labels(spent).inc()
         return spent
 
+    async def broadcast_once(
+        self, key: str, data: object, channel: str | None = None
+    ) -> tuple[int, bool]:
+        """Broadcast as :meth:`broadcast` does, once per idempotency ``key``.
+
+        Returns:
+            The broadcast's id and True; for a ``key`` seen already, the id of its first
+            broadcast and False, and nothing is sent again.
+
+        Raises:
+            HubUnavailable: The broker could not take the broadcast.
+            PublishInProgress: A broadcast with ``key`` is under way.
+            ValueError: ``data`` holds a number JSON cannot carry (NaN or infinity).
+        """
+        text = json.dumps(data, separators=(",", ":"), allow_nan=False)
+        return await self._broker.publish_once(key, text, channel)
+
     def heard(self, ws: web.WebSocketResponse) -> None:
         """Note that ``ws`` sent a frame (a pong or anything else): its peer is still there."""
         self._unheard.discard(ws)
@@ -452,7 +494,8 @@ class Hub:
         clients = self._default.subscribers()
         for ws, _transport in clients:
             self.leave(ws)
-        logger.info("closing %d WebSocket connections with %d", len(clients), code)
+        if clients:  # none when the app stops before it ever listened (a port in use)
+            logger.info("closing %d WebSocket connections with %d", len(clients), code)
         await asyncio.gather(*(_close(ws, tr, code, b"server shutdown") for ws, tr in clients))
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
@@ -558,6 +601,45 @@ class Hub:
         presence = _event(type="presence", channel=channel, joined=joined, left=left)
         async with self._fan_out_lock:
             await self._fan_out(stream, "presence", presence, catching_up=True)
+
+    async def _count_presence(self, stream: _Stream) -> None:
+        """Every ``COUNT_PERIOD``, count the subscribers of the counted channel of ``stream`` in
+        every process, and tell this process's subscribers when the count changed, at most every
+        ``COUNT_INTERVAL``; once none is left here, say so to the broker and stop.
+        """
+        channel = stream.channel
+        assert channel is not None
+        loop = asyncio.get_running_loop()
+        told = -COUNT_INTERVAL  # when the subscribers were last told
+        try:
+            while True:
+                here = stream.subscriber_count
+                try:
+                    count = await self._broker.count_present(channel, here)
+                except HubUnavailable as error:
+                    logger.warning("could not count the subscribers of %s: %s", channel, error)
+                    count = None
+                if not here:
+                    if not stream.subscriber_count:
+                        return
+                    continue  # one came back meanwhile: count again at once
+                if (
+                    count is not None
+                    and count != self._counts.get(channel)
+                    and loop.time() - told >= COUNT_INTERVAL
+                ):
+                    told = loop.time()
+                    self._counts[channel] = count
+                    presence = _event(type="presence", channel=channel, count=count)
+                    async with self._fan_out_lock:
+                        await self._fan_out(stream, "presence", presence, catching_up=True)
+                await asyncio.sleep(COUNT_PERIOD)
+        finally:
+            # Forgotten at once, not by a callback later: a subscriber that comes next starts a
+            # new count.
+            self._counts.pop(channel, None)
+            if self._counting.get(channel) is asyncio.current_task():
+                del self._counting[channel]
 
     def _add(
         self,

@@ -6,7 +6,9 @@ Every frame a client sends is a JSON object with a ``type``:
   on ``C`` after ``N``: answered with ``{"type": "subscribed", "channel": C}``, then the channel's
   messages ``{"channel": C, "id": N, "data": D}``; on a channel with presence, also
   ``{"type": "presence", "channel": C, "members": [...]}`` and then, at most twice a second,
-  ``{"type": "presence", "channel": C, "joined": [...], "left": [...]}``;
+  ``{"type": "presence", "channel": C, "joined": [...], "left": [...]}``; on a channel with
+  counted presence, ``{"type": "presence", "channel": C, "count": N}``, then at most once a
+  second when ``N`` changes;
 - ``{"type": "unsubscribe", "channel": C}``;
 - ``{"type": "publish", "channel": C, "data": D}``: ``D`` to every subscriber of ``C``;
 - any other ``type``: the service's ``on_message``.
@@ -162,8 +164,9 @@ class Session:
         ):
             presence = self._service.has_presence(channel)
             member = Member(connection.member, connection.id) if presence else None
+            counted = self._service.counts_presence(channel)
             try:
-                await hub.subscribe(ws, self._transport, channel, last_id, member)
+                await hub.subscribe(ws, self._transport, channel, last_id, member, counted=counted)
             except HubUnavailable as error:
                 logger.warning("presence on %s failed: %s", channel, error)
                 self._refuse("subscribe", channel, "unavailable, try again")

@@ -16,7 +16,11 @@
 //     what was missed (or sends a `gap` frame when it cannot);
 //   - hides the server's heartbeat frames from message listeners;
 //   - keeps the channels it subscribed to, with the last id seen on each, and subscribes to them
-//     again after every reconnect with that `last_id`, so each channel is recovered too.
+//     again after every reconnect with that `last_id`, so each channel is recovered too;
+//   - with a `tokenProvider` (a function returning a fresh token, e.g. from a WordPress REST
+//     route), sends a new token before every connection as `["bearer", token]`; after 4001 (the
+//     token expired) it comes back soon with a new one; a handshake refused with 401 gets one
+//     new token and one retry, then the client stops in the state "unauthorized".
 //
 // Usage:
 //
@@ -39,6 +43,8 @@
 //
 // CLOSE POLICY (code of the close frame the server sent, or 1006 when the connection just died):
 //   1000          normal closure: stop (state "closed"); the server meant it.
+//   4001          the token expired: get a new one and reconnect soon (a random delay in
+//                 [0, min(cap, renewDelay * 2^attempt))).
 //   1008, 4000-4999  policy / application refusal: stop (state "closed") and emit a fatal "error";
 //                 reconnecting would only loop (re-authenticate, then create a new client).
 //   1013          "try again later" (e.g. the server cut off a slow consumer): reconnect, but back
@@ -51,8 +57,10 @@
  * - "connecting":   a WebSocket handshake is in progress (the first one or a retry).
  * - "open":         connected; messages flow.
  * - "reconnecting": the connection dropped; waiting for the backoff delay before the next try.
+ * - "unauthorized": the server refused the token twice in a row (401); reconnectNow() tries
+ *                   again (after signing in, say).
  * - "closed":       terminal: close() was called, or the server closed with 1000, 1008 or 4xxx.
- * @typedef {"connecting" | "open" | "reconnecting" | "closed"} ClientState
+ * @typedef {"connecting" | "open" | "reconnecting" | "unauthorized" | "closed"} ClientState
  */
 
 /**
@@ -104,6 +112,11 @@
  * @property {string|string[]|(() => string|string[])} [protocols]  WebSocket subprotocols, or a
  *                                          function returning them, called at every connection
  *                                          (`() => ["bearer", freshToken()]`: a new token each time)
+ * @property {() => (string|null|Promise<string|null>)} [tokenProvider]  returns a fresh token,
+ *                                          called before every connection (sent as ["bearer", token])
+ * @property {number} [renewDelay=1000]     backoff base in ms after 4001 (the token expired)
+ * @property {Function} [fetch=globalThis.fetch]  to ask the server whether a failed handshake
+ *                                          was a 401 (browsers hide the status of a handshake)
  * @property {number|null} [lastId=null]    resume after this broadcast id (sent as last_id)
  * @property {() => number} [random=Math.random]  uniform random source in [0, 1)
  * @property {(fn: Function, ms: number) => *} [setTimeout]
@@ -120,7 +133,11 @@ const DEFAULTS = Object.freeze({
   stableAfter: 30000,
   watchdogTimeout: 60000,
   connectTimeout: 15000,
+  renewDelay: 1000,
 });
+
+/** Close code of a connection whose token expired: come back with a new token. */
+const TOKEN_EXPIRED = 4001;
 
 /** The attempt counter stops growing here; 2^30 * base is far past any sensible cap. */
 const MAX_ATTEMPT = 30;
@@ -143,12 +160,14 @@ export function backoffDelay(attempt, opts = {}) {
 /**
  * What to do after the connection closed with `code`.
  * @param {number} code
- * @returns {"stop" | "refused" | "later" | "retry"}
- *   "stop": do not reconnect (1000); "refused": do not reconnect, report an error (1008, 4xxx);
+ * @returns {"stop" | "renew" | "refused" | "later" | "retry"}
+ *   "stop": do not reconnect (1000); "renew": reconnect soon with a new token (4001);
+ *   "refused": do not reconnect, report an error (1008, other 4xxx);
  *   "later": reconnect with a longer backoff (1013); "retry": reconnect with the normal backoff.
  */
 export function closePolicy(code) {
   if (code === 1000) return "stop";
+  if (code === TOKEN_EXPIRED) return "renew";
   if (code === 1008 || (code >= 4000 && code <= 4999)) return "refused";
   if (code === 1013) return "later";
   return "retry";
@@ -178,6 +197,8 @@ function buildUrl(url, lastId, baseHref) {
  *                                       the names that came and went (lists, maybe empty).
  * - "refused"  ({request, channel, reason}): the server refused a request (the connection stays).
  * - "reply"    ({data}):               a message the server sent to this client alone.
+ * - "count"    ({channel, count}):     how many are on a channel with counted presence.
+ * - "unauthorized" ({}):               the server refused the token twice in a row (state too).
  * A "gap" on a channel carries its `channel`.
  *
  * The client starts connecting as soon as it is constructed (like a native WebSocket); read
@@ -207,6 +228,8 @@ export class ReconnectingWebSocket {
     this.channels = new Map();
     /** Who is on each channel with presence: channel -> Set of member names. */
     this.presence = new Map();
+    /** How many are on each channel with counted presence: channel -> count. */
+    this.counts = new Map();
 
     const g = globalThis;
     const st = o.setTimeout ?? g.setTimeout;
@@ -218,6 +241,10 @@ export class ReconnectingWebSocket {
     this._now = o.now ?? (() => Date.now());
     this._random = o.random ?? Math.random;
     this._WebSocket = o.WebSocket ?? g.WebSocket;
+    this._fetch = o.fetch ?? g.fetch?.bind(g) ?? null;
+    this._token = null; // the token of the connection being made or open
+    this._renewed = false; // a 401 was answered with a new token: the next one is final
+    this._connectSeq = 0; // tells a late token from the provider that nobody waits for
     this._window = "window" in options ? options.window : g.window ?? null;
     this._document = "document" in options ? options.document : g.document ?? null;
     this._baseHref = this._document?.baseURI ?? g.location?.href;
@@ -298,6 +325,7 @@ export class ReconnectingWebSocket {
   unsubscribe(channel) {
     if (!this.channels.delete(channel)) return;
     this.presence.delete(channel);
+    this.counts.delete(channel);
     this.send({ type: "unsubscribe", channel });
   }
 
@@ -309,9 +337,10 @@ export class ReconnectingWebSocket {
     return this.send({ type: "publish", channel, data });
   }
 
-  /** Connect now if the client is waiting to retry; no-op otherwise. */
+  /** Connect now if the client is waiting to retry or unauthorized; no-op otherwise. */
   reconnectNow() {
-    if (this.state !== "reconnecting") return;
+    if (this.state !== "reconnecting" && this.state !== "unauthorized") return;
+    this._renewed = false;
     this._clearTimer("_retryTimer");
     this._connect();
   }
@@ -346,13 +375,42 @@ export class ReconnectingWebSocket {
 
   _connect() {
     if (this.state !== "connecting") this._setState("connecting");
+    const provider = this.options.tokenProvider;
+    this._token = null;
+    if (!provider) {
+      this._open();
+      return;
+    }
+    const seq = ++this._connectSeq;
+    const current = () => seq === this._connectSeq && this.state === "connecting";
+    this._connectTimer = this._setTimeout(() => {
+      this._connectTimer = null;
+      if (current() && !this._ws) this._afterDrop(1006, "token provider timeout");
+    }, this.options.connectTimeout);
+    Promise.resolve()
+      .then(() => provider())
+      .then(
+        (token) => {
+          if (!current()) return;
+          this._clearTimer("_connectTimer");
+          this._token = typeof token === "string" && token ? token : null;
+          this._open();
+        },
+        (error) => {
+          if (!current()) return;
+          this._emit("error", { fatal: false, message: `token provider failed: ${error?.message ?? error}`, error });
+          this._afterDrop(1006, "token provider failed");
+        },
+      );
+  }
+
+  _open() {
     let ws;
     try {
-      const protocols = this.options.protocols;
-      ws = new this._WebSocket(
-        buildUrl(this.url, this.lastId, this._baseHref),
-        typeof protocols === "function" ? protocols() : protocols,
-      );
+      let protocols = this.options.protocols;
+      if (typeof protocols === "function") protocols = protocols();
+      if (this._token !== null) protocols = ["bearer", this._token, ...[protocols ?? []].flat()];
+      ws = new this._WebSocket(buildUrl(this.url, this.lastId, this._baseHref), protocols);
     } catch (error) {
       // A bad URL (SyntaxError) or a blocked one (SecurityError) will not get better by retrying.
       this._teardown();
@@ -387,6 +445,7 @@ export class ReconnectingWebSocket {
     this._clearTimer("_connectTimer");
     if (this._everOpened) this.reconnects += 1;
     this._everOpened = true;
+    this._renewed = false;
     this._openedAt = this._now();
     this._lastFrameAt = this._openedAt;
     this._armWatchdog(this.options.watchdogTimeout);
@@ -408,6 +467,9 @@ export class ReconnectingWebSocket {
         this.channels.set(channel, frame.last_id);
       }
       this._emit("subscribed", { channel });
+    } else if (frame.type === "presence" && Number.isInteger(frame.count)) {
+      this.counts.set(channel, frame.count);
+      this._emit("count", { channel, count: frame.count });
     } else if (frame.type === "presence") {
       let members = this.presence.get(channel) ?? new Set();
       if (Array.isArray(frame.members)) members = new Set(frame.members);
@@ -483,8 +545,47 @@ export class ReconnectingWebSocket {
   }
 
   _afterDrop(code, reason, wasOpenFor = this.state === "open" ? this._now() - this._openedAt : 0) {
+    const failedHandshake = this.state === "connecting";
     this._detach();
     this.lastCloseCode = code;
+    const token = this._token;
+    if (failedHandshake && token !== null && this._fetch) {
+      // Browsers hide why a handshake failed: ask the server whether the token was the reason.
+      this._askWhetherRefused(token).then((refused) => {
+        if (this.state !== "connecting" || this._ws) return; // closed or reconnected meanwhile
+        if (refused && !this._renewed) {
+          this._renewed = true; // one new token and one retry, at once
+          this._connect();
+        } else if (refused) {
+          this._clearTimer("_retryTimer");
+          this._setState("unauthorized", { code: 401, reason: "token refused" });
+          this._emit("unauthorized", {});
+        } else {
+          this._retryAfter(code, reason, wasOpenFor);
+        }
+      });
+      return;
+    }
+    this._retryAfter(code, reason, wasOpenFor);
+  }
+
+  /** Whether the server answers 401 to `token` (false when it cannot tell). */
+  async _askWhetherRefused(token) {
+    const url = new URL(buildUrl(this.url, null, this._baseHref));
+    url.protocol = url.protocol === "wss:" ? "https:" : "http:";
+    try {
+      const response = await this._fetch(url.toString(), {
+        headers: { Authorization: `Bearer ${token}` },
+        cache: "no-store",
+        signal: globalThis.AbortSignal?.timeout?.(this.options.connectTimeout),
+      });
+      return response.status === 401;
+    } catch {
+      return false;
+    }
+  }
+
+  _retryAfter(code, reason, wasOpenFor) {
     const policy = closePolicy(code);
     if (policy === "stop") {
       this._teardown();
@@ -505,10 +606,10 @@ export class ReconnectingWebSocket {
     if (wasOpenFor >= this.options.stableAfter) this.attempt = 0;
     const attempt = this.attempt;
     const o = this.options;
-    const delay =
-      policy === "later"
-        ? backoffDelay(attempt + 2, { ...this._backoffOpts(), minDelay: o.baseDelay })
-        : backoffDelay(attempt, this._backoffOpts());
+    let delay;
+    if (policy === "later") delay = backoffDelay(attempt + 2, { ...this._backoffOpts(), minDelay: o.baseDelay });
+    else if (policy === "renew") delay = backoffDelay(attempt, { ...this._backoffOpts(), baseDelay: o.renewDelay });
+    else delay = backoffDelay(attempt, this._backoffOpts());
     this.attempt = Math.min(attempt + 1, MAX_ATTEMPT);
     this._setState("reconnecting", { code, reason, delay, attempt });
     this._retryTimer = this._setTimeout(() => {
