@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import socket
 import time
@@ -11,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from conftest import Server
+from conftest import PACKAGE, Server
 from test_publish import TOKEN, post
 
 SECRET = "a-secret-of-at-least-thirty-two-characters"  # noqa: S105 - a test secret
@@ -76,3 +77,55 @@ def test_text_logs_name_the_connection_they_are_about(make_server: Any) -> None:
         time.sleep(0.05)
     line = next(line for line in server.log if "from origin" in line)
     assert line.rstrip().endswith(" 198.51.100.9]")
+
+
+#: What a client slips into its headers to forge log lines: line separators and bidi controls
+#: (CR and LF in a header get 400 from aiohttp's parser; the logs escape them too).
+FORGERS = ["\u2028", "\u2029", "\x85", "\u202e", "\u2066"]
+
+
+def forged_upgrade(server: Server) -> None:
+    """An upgrade from another origin, its Origin and X-Forwarded-For sown with forgers."""
+    forged = "".join(f"{c}2026-01-01 00:00:00,000 ERROR forged: line" for c in FORGERS)
+    request = (
+        f"GET /_ws/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        f"Origin: https://evil.example{forged}\r\nX-Forwarded-For: 203.0.113.9{forged}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request.encode())
+        assert sock.recv(65536).startswith(b"HTTP/1.1 403")
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_line_separators_and_bidi_controls_cannot_forge_log_lines(
+    make_server: Any, log_format: str
+) -> None:
+    server: Server = make_server(LOG_FORMAT=log_format)
+    forged_upgrade(server)
+    deadline = time.monotonic() + 10
+    while not any("refused a WebSocket from origin" in line for line in server.log):
+        assert time.monotonic() < deadline, server.log
+        time.sleep(0.05)
+    server.stop()
+    lines = "".join(server.log).splitlines()  # as a reader that honours U+2028 and U+0085 splits
+    assert not any("forged" in line and "refused" not in line for line in lines), lines
+    (refused,) = [line for line in lines if "refused a WebSocket" in line]
+    assert not any(c in refused for c in FORGERS)
+    assert "\\u2028" in refused  # shown, escaped
+    if log_format == "json":
+        assert json.loads(refused)["client"].startswith("203.0.113.9\u2028")
+
+
+def test_a_flood_of_refused_upgrades_logs_one_line_per_reason_per_interval(
+    make_server: Any,
+) -> None:
+    server: Server = make_server()
+    interval: float = importlib.import_module(f"{PACKAGE}.logs").REFUSALS_INTERVAL
+    for _ in range(50):
+        forged_upgrade(server)
+    deadline = time.monotonic() + interval + 10
+    while not any("49 more refused (origin)" in line for line in server.log):
+        assert time.monotonic() < deadline, server.log
+        time.sleep(0.1)
+    assert sum("refused a WebSocket from origin" in line for line in server.log) == 1

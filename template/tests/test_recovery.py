@@ -218,3 +218,15 @@ def test_no_data_frame_ever_follows_a_close_frame(make_server: Any) -> None:
         assert reset or 0x8 in opcodes, "the server ended the connection without a close frame"
         if 0x8 in opcodes:
             assert opcodes.index(0x8) == len(opcodes) - 1, "a frame followed the close frame"
+
+
+def test_a_replaying_client_that_reads_nothing_is_cut_off_and_its_backlog_freed(
+    make_server: Any,
+) -> None:
+    server: Server = make_server(PUBLISH_TOKEN=TOKEN, MAX_PUBLISH_BYTES="4096")
+    ids = publish_many(server, 300, 2000)  # more than MAX_CLIENT_BUFFER_BYTES, all in the log
+    stalled = connect_idle(server.port, f"/_ws/slow?last_id={ids[0] - 1}")
+    with stalled:
+        wait_for_log(server, "read none of its catch-up for 10 s", timeout=30)
+        drain(stalled)  # closed: a close frame after what it was sent, then the end
+    assert server.get("/cache-healthcheck?")[0] == 200

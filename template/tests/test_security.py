@@ -73,13 +73,69 @@ def test_origin_is_checked_before_any_101(
         wait_for_log(server, "refused a WebSocket from origin")
 
 
-def test_origin_of_the_public_host_behind_the_proxy_is_own(server: Server) -> None:
-    headers = "X-Forwarded-Host: news.example.com\r\nOrigin: https://news.example.com\r\n"
-    assert handshake(server, headers=headers)[0].split()[1] == "101"
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        # A DNS-rebinding page: its name resolves to the app, so Host and Origin agree.
+        ("Origin: http://rebound.example\r\n", "403"),
+        ("X-Forwarded-Host: rebound.example\r\nOrigin: https://rebound.example\r\n", "403"),
+        ("Origin: https://news.example.com\r\n", "101"),  # in OWN_ORIGINS
+    ],
+)
+def test_only_own_origins_are_the_apps_own_not_host_or_forwarded_host(
+    make_server: Any, headers: str, status: str
+) -> None:
+    server: Server = make_server(OWN_ORIGINS="https://news.example.com")
+    request = (
+        f"GET /_ws/ HTTP/1.1\r\nHost: rebound.example\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n"
+        f"{headers}\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request.encode())
+        assert sock.recv(65536).split(b" ")[1].decode() == status
 
 
 @pytest.mark.parametrize(
-    "path", ["/_ws/../index", "/_ws/%2e%2e/index", "/_ws/%2E%2E/", "/%5Fws/", "//_ws/../x"]
+    ("version", "extra", "status"),
+    [
+        ("HTTP/1.0", "", "400"),
+        ("HTTP/1.1", "Upgrade: websocket\r\n", "400"),
+        ("HTTP/1.1", f"Sec-WebSocket-Key: {KEY}\r\n", "400"),
+        ("HTTP/1.1", "Sec-WebSocket-Version: 13\r\n", "400"),
+        ("HTTP/1.1", "", "426"),  # version 8
+        ("HTTP/1.1", "", "101"),
+    ],
+    ids=["http-1.0", "two-upgrade", "two-key", "two-version", "version-8", "valid"],
+)
+def test_handshakes_rfc_6455_refuses_get_no_101(
+    server: Server, version: str, extra: str, status: str
+) -> None:
+    websocket_version = "8" if status == "426" else "13"
+    request = (
+        f"GET /_ws/ {version}\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\n"
+        f"Sec-WebSocket-Version: {websocket_version}\r\n{extra}\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request.encode())
+        head = sock.recv(65536).decode("latin-1")
+    assert head.split(" ")[1] == status
+    if status == "426":
+        assert "Sec-WebSocket-Version: 13" in head
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/_ws/../index",
+        "/_ws/%2e%2e/index",
+        "/_ws/%2E%2E/",
+        "/%5Fws/",
+        "//_ws/../x",
+        "/_ws/\\..\\admin",
+        "/_ws/%5C..%5Cadmin",
+    ],
 )
 def test_paths_a_normalising_proxy_would_not_route_get_no_101(server: Server, path: str) -> None:
     assert handshake(server, path)[0] == "HTTP/1.1 404 Not Found"
@@ -292,7 +348,10 @@ def test_publish_refuses_what_browsers_cannot_read_without_using_an_id(
 def test_a_malformed_request_logs_one_line_and_gets_400(server: Server) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
-        assert sock.recv(65536).startswith(b"HTTP/1.0 400")
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.0 400")
+    # aiohttp's own answer, which no handler of the app sees, names no software either.
+    assert b"\r\nServer: app\r\n" in answer
     line = wait_for_log(server, "Error handling request")
     assert "400" in line
     assert not any("Traceback" in line for line in server.log)

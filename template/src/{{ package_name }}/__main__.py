@@ -14,12 +14,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import web, web_response
 from dotenv import dotenv_values, load_dotenv
 from dotenv.parser import parse_stream
 
 from . import logs
-from .app import HUB_KEY, create_app
+from .app import HUB_KEY, SERVER, create_app
 from .broker import Broker
 from .metrics import Metrics
 from .scaleout import create_broker
@@ -40,6 +40,9 @@ class ListenError(RuntimeError):
 async def serve(settings: Settings, broker: Broker, metrics: Metrics) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     app = create_app(settings, broker, metrics)
+    # aiohttp's own answers (400 to a request it cannot parse), which no handler or signal of
+    # the app sees, name no software or version either: its default for a missing Server.
+    web_response.SERVER_SOFTWARE = SERVER  # type: ignore[attr-defined]
     runner = web.AppRunner(
         app,
         access_log=None,

@@ -14,10 +14,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import re
-from collections.abc import Iterable
 from typing import TypeGuard
 from urllib.parse import unquote, urlsplit
 
@@ -52,8 +52,14 @@ def proxy_path(raw_path: str) -> str:
 
 
 def is_websocket_path(raw_path: str, prefixes: tuple[str, ...]) -> bool:
-    """Whether the path of ``raw_path`` begins with one of ``prefixes`` as sent and as routed."""
+    """Whether the path of ``raw_path`` begins with one of ``prefixes`` as sent and as routed.
+
+    A path with a backslash, as sent or percent-encoded, is not one: some proxies read it as a
+    slash (``/_ws/\\..\\admin``), others do not.
+    """
     as_sent = raw_path.partition("?")[0]
+    if "\\" in unquote(as_sent):
+        return False
     return as_sent.startswith(prefixes) and proxy_path(raw_path).startswith(prefixes)
 
 
@@ -80,17 +86,18 @@ def normalize_origin(origin: str) -> str | None:
     return f"{parts.scheme}://{host}:{port}"
 
 
-def origin_allowed(origin: str, own_hosts: Iterable[str], allowed: frozenset[str]) -> bool:
+def origin_allowed(origin: str, host: str, allowed: frozenset[str]) -> bool:
     """Whether a browser page of ``origin`` may open a WebSocket to this app.
 
     Args:
         origin: The request's ``Origin`` header.
-        own_hosts: The app's own host as the client addressed it: the ``Host`` header and, behind
-            a proxy, ``X-Forwarded-Host`` (a browser can set neither on a WebSocket).
-        allowed: Further origins, normalised (:func:`normalize_origin`); ``*`` allows any.
-
-    The app's own origin is any origin whose host and port match one of ``own_hosts``, whatever
-    the scheme (TLS ends at the proxy, so the app cannot tell the page's scheme).
+        host: The request's ``Host`` header. It makes the app's own origin (whatever the scheme:
+            TLS ends at the proxy) only when it is an IP address or ``localhost``: a DNS name in
+            ``Host`` is whatever a DNS-rebinding page makes it, so the app's public names come
+            from ``OWN_ORIGINS`` instead. ``X-Forwarded-Host`` is never trusted, for the same
+            reason.
+        allowed: The app's own origins and further ones (``OWN_ORIGINS``, ``ALLOWED_ORIGINS``),
+            normalised (:func:`normalize_origin`); ``*`` allows any.
     """
     if "*" in allowed:
         return True
@@ -101,8 +108,20 @@ def origin_allowed(origin: str, own_hosts: Iterable[str], allowed: frozenset[str
         return True
     if normalized == "null":
         return False
-    host = normalized.partition("://")[2]
-    return any(_without_default_port(own.strip().lower()) == host for own in own_hosts)
+    own = _without_default_port(host.strip().lower())
+    return is_address(own) and normalized.partition("://")[2] == own
+
+
+def is_address(host: str) -> bool:
+    """Whether ``host`` (``name[:port]``) is an IP address or ``localhost``, not a DNS name."""
+    name = host[1:].partition("]")[0] if host.startswith("[") else host.partition(":")[0]
+    if name == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _without_default_port(host: str) -> str:
@@ -140,6 +159,16 @@ class TokenBucket:
         self._last = now
         self._tokens = min(saved, self._rate * BURST_SECONDS) - amount
         return self._tokens >= 0
+
+    def take_if_there(self, amount: float, now: float) -> bool:
+        """Take ``amount`` tokens if there are enough; else take none and return False.
+
+        For a budget that many share: one who asks too often must not run it into debt.
+        """
+        if self.take(amount, now):
+            return True
+        self._tokens += amount
+        return False
 
 
 class Allowance:

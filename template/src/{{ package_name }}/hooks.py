@@ -147,6 +147,18 @@ class Hooks:
         """
         return connection.publish.allows(channel)
 
+    async def prepare_publish(self, connection: Connection, channel: str, data: object) -> object:
+        """What the subscribers of ``channel`` get when ``connection`` publishes ``data``.
+
+        By default ``data`` itself, once :meth:`authorize_publish` allows it. Override it to
+        stamp what only the app knows, such as who sent it (``connection.member``), never taking
+        a client's word for it; refuse with :class:`Refusal`. It is the hook asked about every
+        publish of a client: :meth:`authorize_publish` is asked only by this default.
+        """
+        if await self.authorize_publish(connection, channel, data) is False:
+            raise Refusal("forbidden")
+        return data
+
     def has_presence(self, channel: str) -> bool:
         """Whether ``channel``'s subscribers are told who is there; by default, no."""
         return False

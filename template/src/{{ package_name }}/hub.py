@@ -40,6 +40,7 @@ from typing import NamedTuple
 from aiohttp import WSCloseCode, web
 
 from .broker import Broker, HubUnavailable, Member
+from .guards import TokenBucket
 from .metrics import Metrics
 from .replay import ReplayLog
 
@@ -83,6 +84,14 @@ COUNT_INTERVAL = 1.0
 #: Longest pause, in seconds, between two looks at a catching-up client's unsent data.
 DRAIN_POLL_MAX = 0.1
 
+#: Seconds a catching-up client may read none of what it was sent before it is cut off with
+#: 1013: a replay that makes no progress would hold its backlog for ever.
+CATCH_UP_STALL_SECONDS = 10.0
+
+#: Unsent bytes that all the catching-up clients of the process may hold at once: past it, the
+#: next chunk of each waits for room.
+CATCH_UP_BUDGET_BYTES = 64 * 1024 * 1024
+
 HEARTBEAT_FRAME = b'{"type":"heartbeat"}'
 #: A WebSocket ping (RFC 6455: final frame, opcode 9, no payload), sent with each heartbeat.
 PING_FRAME = b"\x89\x00"
@@ -99,6 +108,7 @@ CUT_OFF_REASONS = {
     "backlog": "fell behind its own backlog",
     "error": "could not be brought up to date",
     "silent": "answered no ping",
+    "stalled": f"read none of its catch-up for {CATCH_UP_STALL_SECONDS:.0f} s",
 }
 
 
@@ -119,6 +129,7 @@ class _Stream:
         self.clients: dict[web.WebSocketResponse, asyncio.Transport] = {}
         self.catching_up: dict[web.WebSocketResponse, _CatchUp] = {}
         self.delivered = asyncio.Event()  # set, and replaced, at each delivery
+        self.publishes: TokenBucket | None = None  # clients' publishes it takes, once it has any
 
     @property
     def subscriber_count(self) -> int:
@@ -151,6 +162,8 @@ class Hub:
         replay_size: Number of recent broadcasts kept for reconnecting clients (0 keeps none).
         channel_replay_size: Number of recent messages kept per channel for resubscribing clients.
         max_client_buffer_bytes: Unsent bytes one client may hold before it is closed with 1013.
+        publishes_per_second: Clients' publishes the process takes per second (bursts of twice).
+        channel_publishes_per_second: Clients' publishes a channel takes per second here.
         metrics: Where the hub counts what it does.
     """
 
@@ -161,9 +174,13 @@ class Hub:
         replay_size: int,
         channel_replay_size: int,
         max_client_buffer_bytes: int,
+        publishes_per_second: float,
+        channel_publishes_per_second: float,
         metrics: Metrics,
     ) -> None:
         self._broker = broker
+        self._publishes = TokenBucket(publishes_per_second, time.monotonic())
+        self._channel_publishes_per_second = channel_publishes_per_second
         self._metrics = metrics
         metrics.connections.set_function(lambda: self.client_count)
         metrics.channels.set_function(lambda: len(self._channels))
@@ -176,6 +193,7 @@ class Hub:
         self._subscriptions: dict[web.WebSocketResponse, dict[str, Member | None]] = {}
         self._dialects: dict[web.WebSocketResponse, Dialect] = {}  # clients of another dialect
         self._max_client_buffer_bytes = max_client_buffer_bytes
+        self._catch_up_unsent = 0  # bytes written by catch-ups, not yet sent (CATCH_UP_BUDGET)
         # One fan-out at a time, so every client receives frames in id order. Whoever holds it
         # only writes to transports and yields: it never waits for a client.
         self._fan_out_lock = asyncio.Lock()
@@ -369,6 +387,33 @@ class Hub:
         """
         text = json.dumps(data, separators=(",", ":"), allow_nan=False)
         return await self._broker.publish(text, channel)
+
+    def take_publish(self, channel: str) -> str | None:
+        """Count one client's publish on ``channel`` against the process's budgets.
+
+        A channel that nobody here subscribes to costs this process no fan-out: only the
+        process's budget applies to it. Each process has budgets of its own.
+
+        Returns:
+            None within both budgets; else the one that is spent, ``channel`` or ``process``
+            (and the publish takes nothing from either).
+        """
+        now = time.monotonic()
+        spent = None
+        budget = None
+        if (stream := self._channels.get(channel)) is not None:
+            if stream.publishes is None:
+                stream.publishes = TokenBucket(self._channel_publishes_per_second, now)
+            budget = stream.publishes
+            if not budget.take_if_there(1, now):
+                spent = "channel"
+        if spent is None and not self._publishes.take_if_there(1, now):
+            spent = "process"
+            if budget is not None:
+                budget.take(-1, now)  # given back: the process's budget refused it
+        if spent is not None:
+            self._metrics.refused_publishes.labels(spent).inc()
+        return spent
 
     async def broadcast_once(
         self, key: str, data: object, channel: str | None = None
@@ -736,7 +781,35 @@ class Hub:
         transport: asyncio.Transport,
         last_id: int,
     ) -> str | None:
-        """Write what the client missed; ``replayed`` or ``gap``, or None if it ended meanwhile."""
+        """Write what the client missed; ``replayed`` or ``gap``, or None if it ended meanwhile.
+
+        Within the process's ``CATCH_UP_BUDGET_BYTES``; a client that reads none of its
+        catch-up for ``CATCH_UP_STALL_SECONDS`` is cut off with 1013.
+        """
+        held = 0  # this client's part of the process's unsent catch-up bytes
+
+        def account() -> int:
+            nonlocal held
+            unsent = transport.get_write_buffer_size()
+            self._catch_up_unsent += unsent - held
+            held = unsent
+            return unsent
+
+        try:
+            return await self._catch_up_within(stream, ws, transport, last_id, account)
+        finally:
+            self._catch_up_unsent -= held
+
+    async def _catch_up_within(
+        self,
+        stream: _Stream,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        last_id: int,
+        account: Callable[[], int],
+    ) -> str | None:
+        """:meth:`_bring_up_to_date`, ``account`` called after each write and each look."""
+        loop = asyncio.get_running_loop()
         log = stream.log
         limit = self._max_client_buffer_bytes
         low_water = limit // 4
@@ -746,11 +819,21 @@ class Hub:
         from_log = False  # whether the log has served this client already
         while True:
             pause = 0.001
-            while transport.get_write_buffer_size() > low_water and not _ended(ws, transport):
+            unsent = account()
+            read_at = loop.time()  # when it last read some of its catch-up
+            while (
+                unsent > low_water or self._catch_up_unsent - unsent + limit > CATCH_UP_BUDGET_BYTES
+            ) and not _ended(ws, transport):
                 if from_log and not log.covers(cursor) and restarts == stream.restarts:
                     break  # overtaken while it reads: no need to wait for it any longer
                 await asyncio.sleep(pause)
                 pause = min(2 * pause, DRAIN_POLL_MAX)
+                before, unsent = unsent, account()
+                if unsent < before or not unsent:  # it reads, or holds nothing while it waits
+                    read_at = loop.time()
+                elif loop.time() - read_at > CATCH_UP_STALL_SECONDS:
+                    self._cut_off(ws, transport, "stalled")
+                    return None
             if _ended(ws, transport):
                 return None
             budget = limit - transport.get_write_buffer_size()

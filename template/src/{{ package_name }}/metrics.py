@@ -50,6 +50,13 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.refused_publishes = Counter(
+            "refused_publishes",
+            "Clients' publishes refused past PUBLISHES_PER_SECOND (process) or"
+            " CHANNEL_PUBLISHES_PER_SECOND (channel), by budget",
+            ["budget"],
+            registry=registry,
+        )
         self.refused = Counter(
             "refused_upgrades",
             "WebSocket upgrades refused, by reason",

@@ -28,7 +28,8 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
-from .guards import Allowance, is_valid_channel, is_valid_close_code, parse_json
+from .frames import OVER_ALLOWANCE, FrameRefusal
+from .guards import is_valid_channel, is_valid_close_code, parse_json
 from .hooks import Connection, Hooks, Refusal
 from .hub import Hub, HubUnavailable, Member
 
@@ -36,11 +37,17 @@ logger = logging.getLogger(__name__)
 
 #: Seconds a hook of the service may take to answer one request.
 HOOK_TIMEOUT = 5.0
+#: What a publish past a budget of the process is refused with, by budget.
+PUBLISH_BUDGETS = {
+    "channel": "too many publishes on this channel, try again (CHANNEL_PUBLISHES_PER_SECOND)",
+    "process": "too many publishes, try again (PUBLISHES_PER_SECOND)",
+}
+#: What :meth:`Session._answer` returns for a hook that refused or failed.
+_REFUSED = object()
 
 
 async def next_message(
     ws: web.WebSocketResponse,
-    allowance: Allowance,
     heard: Callable[[web.WebSocketResponse], None],
     *,
     deadline: float | None = None,
@@ -48,9 +55,12 @@ async def next_message(
 ) -> WSMessage | None:
     """Return the client's next text or binary message; None once its connection is over.
 
-    Every frame, pings and pongs included, counts against ``allowance`` and is reported to
-    ``heard``. A close is echoed (with 1002 for a code a client may not send), a ping answered, a
-    pong ignored; a client past its allowance is closed with 1008 (``who`` names it in the log).
+    ``ws`` is a :class:`~.frames.ClientWebSocket`, whose every frame, pings and pongs included,
+    counts against the client's allowance as it arrives. Every message is reported to ``heard``.
+    A close is echoed (with 1002 for a code a client may not send), a ping answered, a pong
+    ignored; a client past its allowance is closed with 1008 (``who`` names it in the log), one
+    that leaves a fragmented message unfinished with 1008, one that sends an unmasked frame with
+    1002.
 
     Raises:
         TimeoutError: Nothing came by ``deadline``, a time of the event loop's clock.
@@ -64,12 +74,17 @@ async def next_message(
             valid = is_valid_close_code(message.data)
             await ws.close(code=WSCloseCode.OK if valid else WSCloseCode.PROTOCOL_ERROR)
             return None
-        if message.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
-            return None
-        size = len(message.data) if isinstance(message.data, str | bytes) else 0
-        if not allowance.spend(size, loop.time()):
+        if message.type is WSMsgType.ERROR and message.data is OVER_ALLOWANCE:
             logger.warning("closing %s that sent too much (1008)", who)
             await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many messages")
+            return None
+        if message.type is WSMsgType.ERROR and isinstance(message.data, FrameRefusal):
+            # Nothing more of it is read (frames.py): an unfinished message, an unmasked frame.
+            code, reason = message.data
+            logger.warning("closing %s: %s (%d)", who, reason.decode(), code)
+            await ws.close(code=code, message=reason)
+            return None
+        if message.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
             return None
         if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
             return message
@@ -157,37 +172,48 @@ class Session:
                 self._refuse("subscribe", channel, "unavailable, try again")
 
     async def _publish(self, channel: str, data: object) -> None:
-        authorized = await self._ask(
-            "publish", channel, self._service.authorize_publish(self._connection, channel, data)
+        prepared = await self._answer(
+            "publish", channel, self._service.prepare_publish(self._connection, channel, data)
         )
-        if not authorized:
+        if prepared is _REFUSED:
+            return
+        spent = self._hub.take_publish(channel)
+        if spent is not None:  # its members, each within its allowance, flood a room together
+            self._refuse("publish", channel, PUBLISH_BUDGETS[spent])
             return
         try:
-            await self._hub.broadcast(data, channel)
+            await self._hub.broadcast(prepared, channel)
         except HubUnavailable as error:
             logger.warning("publish on %s failed: %s", channel, error)
             self._refuse("publish", channel, "unavailable, try again")
 
     async def _ask(self, kind: str, channel: str | None, answer: Any) -> bool:
         """Await a hook's ``answer``: True if it allows; else the client has been told why."""
-        try:
-            async with asyncio.timeout(HOOK_TIMEOUT):
-                allowed = await answer
-        except Refusal as refusal:
-            self._refuse(kind, channel, refusal.reason)
-            return False
-        except TimeoutError:
-            logger.warning("the service took longer than %.0f s to answer a %s", HOOK_TIMEOUT, kind)
-            self._refuse(kind, channel, "the service did not answer in time")
-            return False
-        except Exception:
-            logger.exception("the service failed to answer a %s", kind)
-            self._refuse(kind, channel, "the service failed")
+        allowed = await self._answer(kind, channel, answer)
+        if allowed is _REFUSED:
             return False
         if allowed is False:
             self._refuse(kind, channel, "forbidden")
             return False
         return True
+
+    async def _answer(self, kind: str, channel: str | None, answer: Any) -> object:
+        """Await a hook's ``answer``; ``_REFUSED`` if it refused or failed (the client was told)."""
+        try:
+            async with asyncio.timeout(HOOK_TIMEOUT):
+                result: object = await answer
+        except Refusal as refusal:
+            self._refuse(kind, channel, refusal.reason)
+            return _REFUSED
+        except TimeoutError:
+            logger.warning("the service took longer than %.0f s to answer a %s", HOOK_TIMEOUT, kind)
+            self._refuse(kind, channel, "the service did not answer in time")
+            return _REFUSED
+        except Exception:
+            logger.exception("the service failed to answer a %s", kind)
+            self._refuse(kind, channel, "the service failed")
+            return _REFUSED
+        return result
 
     def _refuse(self, kind: str | None, channel: str | None, reason: str) -> None:
         error: dict[str, object] = {"type": "error", "request": kind, "reason": reason}

@@ -46,15 +46,17 @@ class Service(Hooks):
             return True
         return await super().authorize_subscribe(connection, channel)
 
-    async def authorize_publish(self, connection: Connection, channel: str, data: object) -> bool:
+    async def prepare_publish(self, connection: Connection, channel: str, data: object) -> object:
         """Anyone with a token (anyone, without ``AUTH_SECRET``) may say ``{"name": ...,
-        "text": ...}`` in a chat room; elsewhere, what the token's ``publish`` grants, but never
-        on a post's channels: only the site publishes there (``/_publish``), and pages show what
+        "text": ...}`` in a chat room, where it goes with ``"sender"``: who the connection is (its
+        identity, or its anonymous name), stamped here, never taken from the client (``name`` is
+        a nickname). Elsewhere, what the token's ``publish`` grants, as sent, but never on a
+        post's channels: only the site publishes there (``/_publish``), and pages show what
         arrives there as HTML."""
         if channel.removeprefix(PRIVATE_PREFIX).startswith(WORDPRESS_PUBLIC_PREFIXES):
             raise Refusal("only the site publishes on a post's channels")
         if not channel.startswith(CHAT_PREFIX):
-            return await super().authorize_publish(connection, channel, data)
+            return await super().prepare_publish(connection, channel, data)
         if self.settings.auth_secrets and connection.token is None:
             raise Refusal("anonymous readers may not post: connect with a token")
         if not isinstance(data, dict) or set(data) != {"name", "text"}:
@@ -64,7 +66,7 @@ class Service(Hooks):
             raise Refusal(f"the name must be 1-{MAX_NAME_LENGTH} characters")
         if not isinstance(text, str) or not 0 < len(text) <= MAX_TEXT_LENGTH:
             raise Refusal(f"the text must be 1-{MAX_TEXT_LENGTH} characters")
-        return True
+        return {"name": name, "text": text, "sender": connection.member}
 
     def has_presence(self, channel: str) -> bool:
         """Chat rooms show who is there."""
