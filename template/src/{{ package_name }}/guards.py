@@ -219,10 +219,11 @@ class Admission:
       (with a ``last_id`` or a token), so that a deploy's reconnects are served first.
 
     A refused connection is told when to come back: when a token will be there for it, each
-    refusal promised the slot after the previous one's (``1 / rate`` apart), so that a wave that
-    honours the answer comes back spread at the rate instead of as one spike. Refusals for an
-    address's own share promise nothing to others (a flood from one address does not push back
-    everybody's answer).
+    address refused promised the slot after the previous one's (``1 / rate`` apart), so that a
+    wave that honours the answer comes back spread at the rate instead of as one spike. An
+    address refused again before its slot is told the same slot, and refusals for an address's
+    own share promise nothing: a flood, from one address or from a few hundred, pushes
+    everybody's answer back by one slot per address at most, and leaves no debt once it ends.
 
     Args:
         rate: New connections per second (``MAX_CONNECTS_PER_SECOND``).
@@ -234,7 +235,7 @@ class Admission:
     def __init__(self, rate: float, now: float) -> None:
         self._rate = rate
         self._bucket = TokenBucket(rate, now)
-        self._addresses: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._addresses: OrderedDict[str, _Share] = OrderedDict()
         self._next_slot = now
 
     def admit(self, address: str, returning: bool, now: float) -> float:
@@ -246,14 +247,15 @@ class Admission:
             now: The current time in seconds.
         """
         share = self._share(address, now)
-        if share.tokens(now) < 1:
-            return min(MAX_RETRY_AFTER, share.wait(1, now))
+        if share.bucket.tokens(now) < 1:
+            return min(MAX_RETRY_AFTER, share.bucket.wait(1, now))
         keep = 0.0 if returning else RETURNING_SHARE * self._bucket.capacity
         if not self._bucket.take(1, now, keep):
-            slot = max(self._next_slot, now + self._bucket.wait(1 + keep, now))
-            self._next_slot = slot + 1 / self._rate
-            return min(MAX_RETRY_AFTER, slot - now)
-        share.take(1, now)
+            if share.slot <= now:  # not promised one yet, or its slot has come
+                share.slot = max(self._next_slot, now + self._bucket.wait(1 + keep, now))
+                self._next_slot = share.slot + 1 / self._rate
+            return min(MAX_RETRY_AFTER, share.slot - now)
+        share.bucket.take(1, now)
         return 0.0
 
     @property
@@ -261,21 +263,35 @@ class Admission:
         """Client addresses whose share is being tracked."""
         return len(self._addresses)
 
-    def _share(self, address: str, now: float) -> TokenBucket:
-        """The bucket of ``address``; forgets, oldest first, the ones that are full again."""
+    def _share(self, address: str, now: float) -> _Share:
+        """The share of ``address``; forgets, oldest first, the ones that have nothing to keep."""
         addresses = self._addresses
         share = addresses.get(address)
         if share is None:
-            share = addresses[address] = TokenBucket(max(1.0, self._rate * ADDRESS_SHARE), now)
+            rate = max(1.0, self._rate * ADDRESS_SHARE)
+            share = addresses[address] = _Share(TokenBucket(rate, now))
         else:
             addresses.move_to_end(address)
-        # Least recently used first: O(1) per address forgotten, never a pass over all of them.
+        # Least recently used first: O(1) per address forgotten (an OrderedDict's first item is
+        # found in O(1), however many were deleted before it), never a pass over all of them.
         while len(addresses) > 1:
-            oldest, bucket = next(iter(addresses.items()))
-            if not bucket.full(now) and len(addresses) <= MAX_TRACKED_ADDRESSES:
+            oldest = next(iter(addresses.values()))
+            if len(addresses) <= MAX_TRACKED_ADDRESSES and (
+                oldest.slot > now or not oldest.bucket.full(now)
+            ):
                 break
-            del addresses[oldest]
+            addresses.popitem(last=False)
         return share
+
+
+class _Share:
+    """What admission keeps about one client address: its bucket and its promised slot."""
+
+    __slots__ = ("bucket", "slot")
+
+    def __init__(self, bucket: TokenBucket) -> None:
+        self.bucket = bucket
+        self.slot = 0.0  # when it was told a token would be there for it
 
 
 class Allowance:
