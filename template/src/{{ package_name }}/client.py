@@ -32,7 +32,7 @@ import json
 import logging
 import random
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -149,6 +149,7 @@ class ReconnectingClient:
         on_event: Called with every other frame of the protocol, as a dict: ``subscribed``,
             ``presence``, ``error`` (a refused request) and ``message`` (sent to this client
             alone). Presence is also kept in :attr:`presence`.
+        headers: Headers added to every handshake (a server-side client's ``Cookie``, say).
     """
 
     def __init__(
@@ -161,6 +162,7 @@ class ReconnectingClient:
         on_gap: Callable[[int, int | None], None] | None = None,
         protocols: Sequence[str] | Callable[[], Sequence[str]] = (),
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self._url = URL(url)
         self._backoff = backoff or Backoff()
@@ -169,6 +171,7 @@ class ReconnectingClient:
         self._on_gap = on_gap
         self._protocols = protocols
         self._on_event = on_event
+        self._headers = dict(headers or {})
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         #: The channels subscribed to: channel -> id of the last message seen on it, or None.
@@ -258,7 +261,7 @@ class ReconnectingClient:
             try:
                 protocols = self._protocols() if callable(self._protocols) else self._protocols
                 async with self._session.ws_connect(
-                    url, heartbeat=None, autoping=True, protocols=protocols
+                    url, heartbeat=None, autoping=True, protocols=protocols, headers=self._headers
                 ) as ws:
                     if connected_before:
                         self.reconnects += 1
