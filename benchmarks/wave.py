@@ -265,6 +265,20 @@ class Workers:
                 process.kill()
 
 
+async def flooder(port: int, connections: int) -> None:
+    """A process of its own: flood upgrades until stdin closes, then print the statuses."""
+    stop = asyncio.Event()
+    counts: dict[str, int] = {}
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    tasks = [asyncio.create_task(flood(port, stop, counts)) for _ in range(connections)]
+    await reader.read()
+    stop.set()
+    await asyncio.gather(*tasks)
+    print(json.dumps(counts), flush=True)
+
+
 async def flood(port: int, stop: asyncio.Event, counts: dict[str, int]) -> None:
     """Upgrade from one address as fast as the server answers, never waiting."""
     request = (
@@ -340,19 +354,48 @@ def measure_wave(
     get(port, f"/_bench/start?count=1000000&interval_ms={opts.live_ms}")
     cpu_before = cpu_seconds(server.pid)
 
+    flooding_process = None
+    if flooding:
+        flooding_process = subprocess.Popen(
+            [sys.executable, __file__, "--flooder", f"{port},{opts.flooders}"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+    lags: list[float] = []
+    arrivals: list[float] = []
+
+    async def observe() -> None:
+        """A client back already: when each live broadcast reaches it during the wave."""
+        import aiohttp
+
+        headers = {"X-Forwarded-For": "10.250.0.1"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(f"ws://127.0.0.1:{port}/_ws/observer", headers=headers) as ws,
+        ):
+            async for frame in ws:
+                if frame.type is aiohttp.WSMsgType.TEXT and frame.data.startswith('{"id"'):
+                    arrivals.append(time.monotonic())
+
     async def wave() -> int:
-        stop = asyncio.Event()
-        flooders = [flood(port, stop, counts) for _ in range(opts.flooders if flooding else 0)]
-        tasks = [asyncio.create_task(flooder) for flooder in flooders]
+        observer = asyncio.create_task(observe())
         while (back := await asyncio.to_thread(workers.back)) < clients:
             if time.monotonic() - ready > 300:
                 break
+            lags.append(await asyncio.to_thread(metric, port, "event_loop_lag_seconds"))
             await asyncio.sleep(0.5)
-        stop.set()
-        await asyncio.gather(*tasks)
+        observer.cancel()
+        await asyncio.gather(observer, return_exceptions=True)
         return back
 
     back = asyncio.run(wave())
+    if flooding_process is not None:
+        assert flooding_process.stdin is not None
+        assert flooding_process.stdout is not None
+        flooding_process.stdin.close()
+        counts = json.loads(flooding_process.stdout.readline())
+        flooding_process.wait(30)
     cpu = cpu_seconds(server.pid) - cpu_before
     time.sleep(2)  # two more seconds of live broadcasts
     refused = metric(port, "refused_upgrades_total")
@@ -366,6 +409,7 @@ def measure_wave(
     last = max(back_at) - ready if back_at else None
     allowed = max(0.0, clients - 2 * opts.rate) / opts.rate
     gaps = [r["max_gap"] for r in reports if r["max_gap"] is not None]
+    observed = [b - a - opts.live_ms / 1000 for a, b in itertools.pairwise(arrivals)]
     return {
         "scenario": "flood" if flooding else "wave",
         "clients": clients,
@@ -377,7 +421,9 @@ def measure_wave(
         "rate_allows_s": round(allowed, 2),
         "ratio_to_rate": None if last is None or not allowed else round(last / allowed, 2),
         "health": json.loads(prober_out.read_text()),
-        "max_live_gap_s": round(max(gaps), 3) if gaps else None,
+        "server_loop_lag_max_s": round(max(lags), 3) if lags else None,
+        "live_gap_max_s_observer": round(max(observed), 3) if observed else None,
+        "live_gap_max_s_clients": round(max(gaps), 3) if gaps else None,
         "refused_upgrades": refused,
         "flood": counts,
         "subscribe_errors": sum(r["errors"] for r in reports),
@@ -483,9 +529,14 @@ def main() -> None:
     parser.add_argument("--churners", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--flooder", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.worker:
         asyncio.run(worker(json.loads(opts.worker)))
+        return
+    if opts.flooder:
+        port, connections = map(int, opts.flooder.split(","))
+        asyncio.run(flooder(port, connections))
         return
     with tempfile.TemporaryDirectory() as where:
         project = render(Path(where))
