@@ -44,6 +44,10 @@ HOOK_TIMEOUT = 5.0
 RATE_EXCEEDED = 4008
 #: Most subscribes in one batched ``subscribe`` frame.
 SUBSCRIBE_BATCH = 100
+#: Subscribes of a batch answered between two yields to the event loop: a deploy's wave brings
+#: thousands of batches at once, and each loop iteration (which a fan-out to thousands of
+#: clients needs a dozen of, and the health check one) runs a step of every one of them.
+SUBSCRIBE_YIELD_EVERY = 10
 #: Seconds after which a subscribe refused as unavailable (the broker is away) may be retried.
 UNAVAILABLE_RETRY_AFTER = 1.0
 
@@ -167,7 +171,9 @@ class Session:
         ):
             self._refuse("subscribe", None, f"channels must be 1-{SUBSCRIBE_BATCH} objects")
             return
-        for entry in entries:
+        for count, entry in enumerate(entries):
+            if count and count % SUBSCRIBE_YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # short loop iterations: live broadcasts go on
             channel = entry.get("channel")
             if not is_valid_channel(channel):
                 self._refuse("subscribe", None, "a channel must be 1-128 letters, digits or _.:@/-")
