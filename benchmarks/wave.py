@@ -34,6 +34,7 @@ import http.client
 import itertools
 import json
 import logging
+import math
 import os
 import random
 import signal
@@ -383,7 +384,10 @@ def measure_wave(
         while (back := await asyncio.to_thread(workers.back)) < clients:
             if time.monotonic() - ready > 300:
                 break
-            lags.append(await asyncio.to_thread(metric, port, "event_loop_lag_seconds"))
+            try:
+                lags.append(await asyncio.to_thread(metric, port, "event_loop_lag_seconds"))
+            except OSError:  # (timeouts too) a new connection waits for the server's accept
+                lags.append(float("nan"))
             await asyncio.sleep(0.5)
         observer.cancel()
         await asyncio.gather(observer, return_exceptions=True)
@@ -421,7 +425,10 @@ def measure_wave(
         "rate_allows_s": round(allowed, 2),
         "ratio_to_rate": None if last is None or not allowed else round(last / allowed, 2),
         "health": json.loads(prober_out.read_text()),
-        "server_loop_lag_max_s": round(max(lags), 3) if lags else None,
+        "server_loop_lag_max_s": max(
+            (round(lag, 3) for lag in lags if not math.isnan(lag)), default=None
+        ),
+        "metrics_scrapes_failed": sum(math.isnan(lag) for lag in lags),
         "live_gap_max_s_observer": round(max(observed), 3) if observed else None,
         "live_gap_max_s_clients": round(max(gaps), 3) if gaps else None,
         "refused_upgrades": refused,
