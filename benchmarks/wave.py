@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import http.client
+import importlib
 import itertools
 import json
 import logging
@@ -143,7 +144,8 @@ def merge(counts: list[dict[str, int]]) -> dict[str, int]:
 async def worker(args: dict[str, Any]) -> None:
     """Run ``clients`` shipped clients; report on stdout, steered by lines on stdin."""
     sys.path.insert(0, args["src"])
-    from realtime_app.client import ReconnectingClient
+    # The rendered package, on the path only once the template is rendered.
+    ReconnectingClient = importlib.import_module(f"{PACKAGE}.client").ReconnectingClient
 
     url = f"ws://127.0.0.1:{args['port']}/_ws/"
     rng = random.Random(args["seed"])  # noqa: S311 - not for secrets
@@ -441,7 +443,8 @@ def measure_wave(
 
 async def churner(url: str, index: int, stop: asyncio.Event, totals: dict[str, int]) -> None:
     """Subscribe to a new channel and leave it, ten times a second, with the shipped client."""
-    from realtime_app.client import ReconnectingClient
+    # The rendered package, on the path only once the template is rendered.
+    ReconnectingClient = importlib.import_module(f"{PACKAGE}.client").ReconnectingClient
 
     def on_event(event: dict[str, Any]) -> None:
         if event["type"] == "error":
