@@ -162,6 +162,63 @@ def test_two_pages_chat_across_a_server_restart(project: Path, page_factory: obj
         app.wait()
 
 
+def test_page_keeps_max_subscriptions_channels_across_a_restart(
+    project: Path, page_factory: object
+) -> None:
+    """The browser client resubscribes to MAX_SUBSCRIPTIONS channels within its allowance (#24)."""
+    port = free_port()
+    env = {**TICKING, "MAX_SUBSCRIPTIONS": "250"}  # six times the allowance's burst of frames
+    app = start_app(project, port, env)
+    page = page_factory()  # type: ignore[operator]
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function("window.wsClient.state === 'open'")
+        page.evaluate(
+            """() => {
+                const client = window.wsClient;
+                window.taken = new Map();
+                window.refusals = [];
+                window.closes = [];
+                client.on("subscribed", ({ channel }) => {
+                    if (channel.startsWith("chat/many-"))
+                        window.taken.set(channel, (window.taken.get(channel) ?? 0) + 1);
+                });
+                client.on("refused", (refusal) => window.refusals.push(refusal));
+                client.on("state", ({ state, code }) => {
+                    if (state !== "open") window.closes.push(code ?? null);
+                });
+                // As many as the server allows, the page's own chat room included.
+                window.mine = 250 - client.channels.size;
+                for (let n = 0; n < window.mine; n++) client.subscribe(`chat/many-${n}`);
+            }"""
+        )
+        all_taken = (
+            "window.taken.size === window.mine && [...window.taken.values()].every(n => n >= {})"
+        )
+        page.wait_for_function(all_taken.format(1), timeout=20_000)
+        assert page.evaluate("window.wsClient.channels.size") == 250
+
+        app.send_signal(signal.SIGKILL)  # the container dies without a word
+        app.wait()
+        app = start_app(project, port, env)
+        page.wait_for_function(  # no waiting for the backoff: reconnect now
+            "window.wsClient.state === 'open' || (window.wsClient.reconnectNow(), false)",
+            polling=200,
+            timeout=15_000,
+        )
+        page.wait_for_function(all_taken.format(2), timeout=20_000)
+        assert page.evaluate("window.refusals") == []
+        assert page.evaluate("window.wsClient.channels.size") == 250
+        assert 4008 not in page.evaluate("window.closes")  # never past its allowance
+        assert page.evaluate("window.wsClient.state") == "open"
+        assert errors == []
+    finally:
+        app.kill()
+        app.wait()
+
+
 def test_socketio_view_recovers_after_the_server_restarts(
     template_snapshot: Path, tmp_path: Path, page_factory: object
 ) -> None:

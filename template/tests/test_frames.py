@@ -81,7 +81,7 @@ async def integers(ws: aiohttp.ClientWebSocketResponse, count: int) -> list[int]
     return received
 
 
-def test_an_empty_fragment_flood_is_closed_with_1008_and_no_longer_read(server: Server) -> None:
+def test_an_empty_fragment_flood_is_closed_with_4008_and_no_longer_read(server: Server) -> None:
     async def scenario() -> tuple[tuple[int, bytes], list[int], bool]:
         async with (
             aiohttp.ClientSession() as session,
@@ -102,7 +102,7 @@ def test_an_empty_fragment_flood_is_closed_with_1008_and_no_longer_read(server: 
             return close, await integers(calm, 5), read_on
 
     close, received, read_on = asyncio.run(scenario())
-    assert close == (1008, b"too many messages")
+    assert close == (4008, b"too many messages")
     assert received == list(range(received[0], received[0] + 5))
     assert not read_on
 
@@ -117,7 +117,7 @@ def test_control_frames_count_against_the_allowance(server: Server, kind: str) -
         finally:
             writer.transport.abort()
 
-    assert asyncio.run(scenario()) == (1008, b"too many messages")
+    assert asyncio.run(scenario()) == (4008, b"too many messages")
 
 
 def test_a_message_unfinished_after_max_fragments_frames_is_closed(make_server: Any) -> None:

@@ -106,7 +106,9 @@ def test_a_reconnect_wave_gets_every_replay_whole_and_in_order(make_server: Any)
         session: aiohttp.ClientSession, index: int, until: asyncio.Future[int]
     ) -> list[int]:
         url = f"{server.ws_base}/_ws/wave/{index}?last_id={missed[0] - 1}"
-        async with session.ws_connect(url) as ws:
+        # Each from an address of its own, as a deploy's wave is: one address gets a tenth.
+        address = {"X-Forwarded-For": f"10.1.{index // 250}.{index % 250}"}
+        async with session.ws_connect(url, headers=address) as ws:
             ids: list[int] = []
             while not (until.done() and ids and ids[-1] >= until.result()):
                 message = json.loads(await ws.receive_str(timeout=30))

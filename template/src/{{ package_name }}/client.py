@@ -12,7 +12,8 @@ Use it as an async iterator::
             print(message.id, message.data)
 
 Channels ride on the same connection, and are subscribed to again after every reconnect, with
-the last id seen on each::
+the last id seen on each; subscribes go out in batched frames paced within the server's
+allowance, however many channels there are::
 
     async with ReconnectingClient(url, on_event=print) as client:
         await client.subscribe("chat/lobby")
@@ -35,11 +36,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import json
 import logging
 import random
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -51,13 +53,25 @@ logger = logging.getLogger(__name__)
 
 #: Close code of a connection whose token expired: come back with a new token.
 TOKEN_EXPIRED = 4001
-#: Close codes after which reconnecting would only repeat the refusal (1008 and 4000-4999 but
-#: 4001).
-POLICY_CODES = frozenset({1008, *range(4000, 5000)}) - {TOKEN_EXPIRED}
+#: Close code of a client that sent more than its allowance: reconnect later, send more slowly.
+RATE_EXCEEDED = 4008
+#: Close codes after which reconnecting would only repeat the refusal (1008, and 4000-4999 but
+#: the ones in the taxonomy that say "try again" or "renew": docs/protocol.md).
+POLICY_CODES = frozenset({1008, *range(4000, 5000)} - {TOKEN_EXPIRED, RATE_EXCEEDED})
 #: Backoff base after 4001, in seconds: a new token is at hand, so the client comes back soon.
 RENEW_BASE = 1.0
 #: The backoff's exponent stops growing here, as in the browser client.
 MAX_ATTEMPT = 30
+#: Channels per batched subscribe frame, and most bytes of JSON in one (the server takes 100).
+SUBSCRIBE_BATCH = 100
+SUBSCRIBE_BATCH_BYTES = 8192
+#: Batched subscribe frames sent at once (after a reconnect, say), then one every
+#: ``SUBSCRIBE_INTERVAL`` seconds: a quarter of the default allowance's burst (40 messages and
+#: 128 KiB), then under half its rate (20 messages and 64 KiB a second), however many channels.
+SUBSCRIBE_BURST = 4
+SUBSCRIBE_INTERVAL = 0.25
+#: How much slower, at most, a client subscribes after being closed for sending too much.
+MAX_SLOWDOWN = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,15 +89,19 @@ class Message:
 def close_policy(code: int | None) -> str:
     """What to do after the connection closed with ``code`` (None: it dropped without one).
 
-    ``stop`` (1000): do not reconnect; ``refused`` (1008, 4000-4999 but 4001): do not reconnect,
-    raise; ``renew`` (4001): get a new token and reconnect soon; ``later`` (1013): reconnect
-    after a longer backoff; ``retry``: reconnect after the backoff. The browser client's
-    ``closePolicy``, to the letter (tests/reconnect-policy.json).
+    ``stop`` (1000): do not reconnect; ``refused`` (1008, 4000-4999 but 4001 and 4008): do not
+    reconnect, raise; ``renew`` (4001): get a new token and reconnect soon; ``later`` (1013,
+    busy): reconnect after a longer backoff; ``slow`` (4008, too much too soon): reconnect after
+    the longer backoff and resubscribe more slowly; ``retry`` (1001, 1006, 1012...): reconnect
+    after the backoff. The browser client's ``closePolicy``, to the letter
+    (tests/reconnect-policy.json, docs/protocol.md).
     """
     if code == 1000:
         return "stop"
     if code == TOKEN_EXPIRED:
         return "renew"
+    if code == RATE_EXCEEDED:
+        return "slow"
     if code in POLICY_CODES:
         return "refused"
     if code == 1013:
@@ -92,7 +110,7 @@ def close_policy(code: int | None) -> str:
 
 
 class ConnectionRefusedByPolicy(Exception):
-    """The server closed with 1008 or a 4xxx code: reconnecting would not help."""
+    """The server closed with 1008 or a final 4xxx code: reconnecting would not help."""
 
     def __init__(self, code: int) -> None:
         super().__init__(f"server refused the connection with close code {code}")
@@ -112,8 +130,9 @@ class Backoff:
     """Capped exponential backoff with full jitter.
 
     Attempt ``n`` (from 0) waits a random time in ``[0, min(cap, base * 2**n))``; a server that
-    asks to try again later (1013) gets at least ``base`` seconds in a window four times as wide,
-    still capped; after 4001 the base is ``RENEW_BASE``: the browser client's policy, to the
+    asks to try again later (1013) or says the client sent too much (4008) gets at least ``base``
+    seconds in a window four times as wide, still capped; after 4001 the base is ``RENEW_BASE``:
+    the browser client's policy, to the
     letter.
     """
 
@@ -124,7 +143,7 @@ class Backoff:
     def delay(self, attempt: int, close_code: int | None = None) -> float:
         """Return the delay before reconnect attempt ``attempt``."""
         low, base = 0.0, self.base
-        if close_policy(close_code) == "later":  # try again later: back off longer
+        if close_policy(close_code) in ("later", "slow"):  # try again later: back off longer
             attempt, low = attempt + 2, self.base
         elif close_policy(close_code) == "renew":  # with a new token: soon
             base = RENEW_BASE
@@ -152,6 +171,7 @@ class ReconnectingClient:
             ``{"type": "unauthorized"}`` when the server refuses the token twice in a row.
         token_provider: Returns a fresh token (or None for none), awaitable or not; called
             before every connection, the token sent after ``bearer`` in the subprotocols.
+        headers: Headers added to every handshake (a server-side client's ``Cookie``, say).
     """
 
     def __init__(
@@ -165,6 +185,7 @@ class ReconnectingClient:
         protocols: Sequence[str] | Callable[[], Sequence[str]] = (),
         on_event: Callable[[dict[str, Any]], None] | None = None,
         token_provider: Callable[[], Awaitable[str | None] | str | None] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self._url = URL(url)
         self._backoff = backoff or Backoff()
@@ -174,6 +195,7 @@ class ReconnectingClient:
         self._protocols = protocols
         self._on_event = on_event
         self._token_provider = token_provider
+        self._headers = dict(headers or {})
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         #: The channels subscribed to: channel -> id of the last message seen on it, or None.
@@ -189,6 +211,12 @@ class ReconnectingClient:
         #: Set while a connection is open, cleared when it drops: ``await
         #: client.connected.wait()`` before sending, ``is_set()`` to show the state.
         self.connected = asyncio.Event()
+        # Subscribes refused for now ("unavailable, try again"): channel -> (attempt, timer).
+        self._retries: dict[str, tuple[int, asyncio.TimerHandle | None]] = {}
+        self._slowdown = 1  # doubled after each 4008, back to 1 once a connection is stable
+        # Channels whose subscribe is yet to be sent on this connection, in order.
+        self._unsent: dict[str, None] = {}
+        self._unsent_added = asyncio.Event()
 
     async def __aenter__(self) -> ReconnectingClient:
         self._session = aiohttp.ClientSession()
@@ -200,6 +228,8 @@ class ReconnectingClient:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        for channel in [*self._retries]:
+            self._cancel_retry(channel)
         if self._session is not None:
             await self._session.close()
 
@@ -212,16 +242,22 @@ class ReconnectingClient:
         return True
 
     async def subscribe(self, channel: str, last_id: int | None = None) -> None:
-        """Receive ``channel``'s messages from now on (after ``last_id``), across reconnects."""
+        """Receive ``channel``'s messages from now on (after ``last_id``), across reconnects.
+
+        The subscribe is sent with others in batched frames, paced within the server's
+        allowance: subscribing to hundreds of channels at once is fine.
+        """
         if channel not in self.channels:
             self.channels[channel] = last_id
-            await self._send_subscribe(channel)
+            self._queue_subscribe(channel)
 
     async def unsubscribe(self, channel: str) -> None:
         """Stop receiving ``channel``'s messages."""
         if self.channels.pop(channel, False) is not False:
             self.presence.pop(channel, None)
             self.counts.pop(channel, None)
+            self._cancel_retry(channel)
+            self._unsent.pop(channel, None)
             await self.send({"type": "unsubscribe", "channel": channel})
 
     async def publish(self, channel: str, data: object) -> bool:
@@ -234,8 +270,11 @@ class ReconnectingClient:
     async def messages(self) -> AsyncIterator[Message]:
         """Yield every broadcast, reconnecting after drops, until the server closes with 1000.
 
+        A handshake refused with 503 or 429 and ``Retry-After: S`` is tried again ``S`` seconds
+        later, plus up to one second of jitter (the server spreads its answers over the wave).
+
         Raises:
-            ConnectionRefusedByPolicy: The server closed with 1008 or a 4xxx code.
+            ConnectionRefusedByPolicy: The server closed with 1008 or a final 4xxx code.
             HandshakeRefused: The handshake got a 4xx answer other than 429 (a wrong path, no
                 valid token, another origin): the same request would get it again. A 401 with a
                 token provider is retried once, at once, with a new token first.
@@ -257,7 +296,7 @@ class ReconnectingClient:
                 if token is not None:
                     protocols = ["bearer", token, *protocols]
                 async with self._session.ws_connect(
-                    url, heartbeat=None, autoping=True, protocols=protocols
+                    url, heartbeat=None, autoping=True, protocols=protocols, headers=self._headers
                 ) as ws:
                     if connected_before:
                         self.reconnects += 1
@@ -267,15 +306,19 @@ class ReconnectingClient:
                     logger.info("connected to %s", url)
                     self._ws = ws
                     self.connected.set()
-                    for channel in list(self.channels):
-                        await self._send_subscribe(channel)
-                    async for message in self._receive(ws):
-                        yield message
+                    # Every channel again, each with its last id, within the allowance.
+                    self._unsent = dict.fromkeys(self.channels)
+                    subscribing = asyncio.create_task(self._send_subscribes(ws))
+                    try:
+                        async for message in self._receive(ws):
+                            yield message
+                    finally:
+                        subscribing.cancel()
                     self._ws = None
                     self.connected.clear()
                     close_code = ws.close_code
                     if loop.time() - opened >= self._stable_after:
-                        attempt = 0
+                        attempt, self._slowdown = 0, 1
             except (aiohttp.ClientError, OSError, TimeoutError) as error:
                 self._ws = None
                 self.connected.clear()
@@ -298,9 +341,13 @@ class ReconnectingClient:
             if policy == "refused":
                 assert close_code is not None
                 raise ConnectionRefusedByPolicy(close_code)
+            if policy == "slow":  # closed for sending too much: resubscribe more slowly
+                self._slowdown = min(2 * self._slowdown, MAX_SLOWDOWN)
             delay = self._backoff.delay(attempt, close_code)
-            if retry_after:  # the server asked for a pause: at least that, jittered up to twice
-                delay = max(delay, retry_after * (1 + self._backoff.random()))
+            if retry_after:
+                # The server said when a place will be there: then, spread over a second (its
+                # answers are whole seconds), not later (the backoff would only add to the wave).
+                delay = retry_after + self._backoff.random()
             attempt += 1
             logger.info("reconnecting in %.1f s (close code %s)", delay, close_code)
             await asyncio.sleep(delay)
@@ -349,6 +396,7 @@ class ReconnectingClient:
         """Keep what a protocol frame says (presence, refused subscribes), then pass it on."""
         channel = event.get("channel")
         if event["type"] == "subscribed" and channel in self.channels:
+            self._cancel_retry(channel)
             # Where the channel stood: recovery after a drop starts there, even before a message.
             if self.channels[channel] is None and isinstance(event.get("last_id"), int):
                 self.channels[channel] = event["last_id"]
@@ -360,16 +408,78 @@ class ReconnectingClient:
                 event.get("left", ())
             )
         elif event["type"] == "error" and event.get("request") == "subscribe" and channel:
-            self.channels.pop(channel, None)  # refused: not subscribed again after a reconnect
+            retry_after = event.get("retry_after")
+            if isinstance(retry_after, int | float) and channel in self.channels:
+                self._retry_subscribe(channel, float(retry_after))  # refused for now only
+            else:
+                self.channels.pop(channel, None)  # refused: not subscribed again after a reconnect
         if self._on_event is not None:
             self._on_event(event)
 
-    async def _send_subscribe(self, channel: str) -> None:
-        request: dict[str, object] = {"type": "subscribe", "channel": channel}
-        last_id = self.channels[channel]
-        if last_id is not None:
-            request["last_id"] = last_id
-        await self.send(request)
+    def _retry_subscribe(self, channel: str, retry_after: float) -> None:
+        """Subscribe to ``channel`` again after ``retry_after`` seconds, doubled at each refusal.
+
+        The delay is in ``[wait, 2 * wait)`` with ``wait = min(cap, retry_after * 2**attempt)``;
+        a reconnect meanwhile subscribes to the channel anyway (it is kept in ``channels``).
+        """
+        attempt, timer = self._retries.get(channel, (0, None))
+        if timer is not None:
+            timer.cancel()
+        wait = min(self._backoff.cap, retry_after * 2.0 ** min(attempt, MAX_ATTEMPT))
+        delay = wait * (1 + self._backoff.random())
+        logger.info("subscribing to %s again in %.1f s", channel, delay)
+        timer = asyncio.get_running_loop().call_later(delay, self._queue_subscribe, channel)
+        self._retries[channel] = (attempt + 1, timer)
+
+    def _cancel_retry(self, channel: str) -> None:
+        """Forget the pending retry of ``channel``'s subscribe, if any."""
+        _attempt, timer = self._retries.pop(channel, (0, None))
+        if timer is not None:
+            timer.cancel()
+
+    def _queue_subscribe(self, channel: str) -> None:
+        """Have ``channel``'s subscribe sent with the next batch (if it is still wanted)."""
+        if channel in self.channels:
+            self._unsent[channel] = None
+            self._unsent_added.set()
+
+    async def _send_subscribes(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Send the queued subscribes on ``ws`` while it is open, within the allowance.
+
+        Batched frames of at most ``SUBSCRIBE_BATCH`` channels and about
+        ``SUBSCRIBE_BATCH_BYTES``, each with its last id: ``SUBSCRIBE_BURST`` frames at once,
+        then one per ``SUBSCRIBE_INTERVAL`` (times the slowdown after a 4008).
+        """
+        loop = asyncio.get_running_loop()
+        frames, last = float(SUBSCRIBE_BURST), loop.time()
+        while not ws.closed:
+            if not self._unsent:
+                self._unsent_added.clear()
+                await self._unsent_added.wait()
+                continue
+            interval = SUBSCRIBE_INTERVAL * self._slowdown
+            now = loop.time()
+            frames, last = min(SUBSCRIBE_BURST, frames + (now - last) / interval), now
+            if frames < 1:
+                await asyncio.sleep((1 - frames) * interval)
+                continue
+            frames -= 1
+            await ws.send_str(json.dumps({"type": "subscribe", "channels": self._next_batch()}))
+
+    def _next_batch(self) -> list[dict[str, object]]:
+        """Take the next batch of queued subscribes: ``{"channel": C, "last_id": N}`` each."""
+        batch: list[dict[str, object]] = []
+        size = 0
+        for channel in [*itertools.islice(self._unsent, SUBSCRIBE_BATCH)]:
+            entry: dict[str, object] = {"channel": channel}
+            if (last_id := self.channels.get(channel)) is not None:
+                entry["last_id"] = last_id
+            size += len(json.dumps(entry)) + 2
+            if batch and size > SUBSCRIBE_BATCH_BYTES:
+                break
+            del self._unsent[channel]
+            batch.append(entry)
+        return batch
 
 
 def _final(status: int) -> bool:

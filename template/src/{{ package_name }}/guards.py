@@ -6,6 +6,10 @@
   allowed one (cross-site WebSocket hijacking).
 - :class:`Allowance`: how many messages and bytes a connection may send per second, and
   :class:`TokenBucket`, the rate behind it and behind the admission of new connections.
+- :func:`client_address`: the client's address behind the platform's proxies
+  (``X-Forwarded-For``, as far as the trusted proxies vouch for it).
+- :class:`Admission`: which new connections are let in, at a rate shared fairly between client
+  addresses, with a margin kept for clients that come back, and how long the others should wait.
 - :func:`is_valid_close_code`: which close codes a client may send (RFC 6455, section 7.4).
 - :func:`parse_json`: what a client or the backend sends, as JSON any browser can read back,
   nested at most ``MAX_JSON_DEPTH`` levels.
@@ -18,6 +22,8 @@ import ipaddress
 import json
 import math
 import re
+from collections import OrderedDict
+from collections.abc import Iterable
 from typing import TypeGuard
 from urllib.parse import unquote, urlsplit
 
@@ -30,6 +36,17 @@ _REPEATED_SLASHES = re.compile(r"/{2,}")
 MAX_JSON_DEPTH = 32
 #: Channel names: 1-128 letters, digits and ``_.:@/-`` (``chat/room-1``, ``post:123``).
 CHANNEL_PATTERN = re.compile(r"[A-Za-z0-9_.:@/-]{1,128}")
+#: Share of the admission rate one client address may take: a flood from one address leaves
+#: three quarters to everyone else, and an office or a carrier's NAT (one address for hundreds of
+#: clients) still gets back in within a second or two of a deploy.
+ADDRESS_SHARE = 0.25
+#: Share of the admission burst kept for clients that come back (with ``last_id`` or a token)
+#: over first-time connections, as VIP's own real-time server keeps 10 % for connected clients.
+RETURNING_SHARE = 0.1
+#: Client addresses whose share is tracked at once; the oldest are forgotten past it.
+MAX_TRACKED_ADDRESSES = 100_000
+#: Longest wait, in seconds, that a refused connection is told (``Retry-After``).
+MAX_RETRY_AFTER = 60.0
 
 
 def proxy_path(raw_path: str) -> str:
@@ -144,21 +161,157 @@ class TokenBucket:
     Args:
         rate: Tokens added per second.
         now: The current time in seconds (the event loop's clock).
+        capacity: The most tokens saved up, instead of ``BURST_SECONDS`` worth.
     """
 
-    __slots__ = ("_last", "_rate", "_tokens")
+    __slots__ = ("_last", "_rate", "_tokens", "capacity")
+
+    def __init__(self, rate: float, now: float, capacity: float | None = None) -> None:
+        self._rate = rate
+        #: The most tokens it saves up (and has at first).
+        self.capacity = rate * BURST_SECONDS if capacity is None else capacity
+        self._tokens = self.capacity
+        self._last = now
+
+    def take(self, amount: float, now: float, keep: float = 0.0) -> bool:
+        """Take ``amount`` tokens if ``keep`` more would be left; a refusal takes nothing.
+
+        A refused request leaves no debt: the next request is judged on the tokens saved up,
+        whatever was refused before it.
+        """
+        tokens = self.tokens(now)
+        if tokens - amount < keep:
+            return False
+        self._tokens = tokens - amount
+        return True
+
+    def tokens(self, now: float) -> float:
+        """The tokens saved up at ``now``, at most ``capacity``."""
+        self._tokens = min(self._tokens + (now - self._last) * self._rate, self.capacity)
+        self._last = now
+        return self._tokens
+
+    def wait(self, amount: float, now: float) -> float:
+        """Seconds from ``now`` until ``amount`` tokens are saved up, if nobody takes any."""
+        return max(0.0, amount - self.tokens(now)) / self._rate
+
+    def full(self, now: float) -> bool:
+        """Whether it has saved up all it can: forgetting it would change nothing."""
+        return self._tokens + (now - self._last) * self._rate >= self.capacity
+
+
+def client_address(remote: str | None, forwarded_for: str | None, trusted_hops: int) -> str:
+    """The address of the client behind ``trusted_hops`` proxies, for fairness and logs.
+
+    Each proxy appends to ``X-Forwarded-For`` the address it received the request from. Behind
+    ``trusted_hops`` proxies, the app's peer (``remote``) is the nearest of them, and the last
+    ``trusted_hops`` entries of the header were appended by them: the left-most of those is the
+    address the outermost trusted proxy saw, the client. Entries further left were written by
+    the client itself (or by proxies nobody vouches for) and are never used.
+
+    Args:
+        remote: The peer address of the connection (``request.remote``).
+        forwarded_for: The ``X-Forwarded-For`` header, or None when there is none; several
+            headers are joined with commas first.
+        trusted_hops: Proxies in front of the app (``TRUSTED_PROXY_HOPS``); 0 ignores the header.
+
+    A header with fewer entries than ``trusted_hops`` gives its left-most one. This does not
+    authenticate anyone: the address is only as true as the proxies, and is for fair shares
+    and logs, never for authorisation.
+    """
+    hops = [entry.strip() for entry in (forwarded_for or "").split(",")]
+    hops = [entry for entry in hops if entry]
+    if trusted_hops <= 0 or not hops:
+        return remote or ""
+    return hops[-min(trusted_hops, len(hops))]
+
+
+class Admission:
+    """Which new connections are let in: ``rate`` a second, shared fairly, without any debt.
+
+    Three rules, each a token bucket whose refusals cost nothing:
+
+    - the process takes ``rate`` new connections a second, with bursts of ``BURST_SECONDS``
+      worth;
+    - one client address takes at most ``ADDRESS_SHARE`` of that (and of the burst), so that a
+      flood from one address leaves the rest for everyone else;
+    - first-time connections leave ``RETURNING_SHARE`` of the burst to clients that come back
+      (with a ``last_id`` or a token), so that a deploy's reconnects are served first.
+
+    A refused connection is told when to come back: when a token will be there for it, each
+    address refused promised the slot after the previous one's (``1 / rate`` apart), so that a
+    wave that honours the answer comes back spread at the rate instead of as one spike. An
+    address refused again before its slot is told the same slot, and refusals for an address's
+    own share promise nothing: a flood, from one address or from a few hundred, pushes
+    everybody's answer back by one slot per address at most, and leaves no debt once it ends.
+
+    Args:
+        rate: New connections per second (``MAX_CONNECTS_PER_SECOND``).
+        now: The current time in seconds (a monotonic clock).
+    """
+
+    __slots__ = ("_addresses", "_bucket", "_next_slot", "_rate")
 
     def __init__(self, rate: float, now: float) -> None:
         self._rate = rate
-        self._tokens = rate * BURST_SECONDS
-        self._last = now
+        self._bucket = TokenBucket(rate, now)
+        self._addresses: OrderedDict[str, _Share] = OrderedDict()
+        self._next_slot = now
 
-    def take(self, amount: float, now: float) -> bool:
-        """Take ``amount`` tokens; False when there were not enough (the debt is kept)."""
-        saved = self._tokens + (now - self._last) * self._rate
-        self._last = now
-        self._tokens = min(saved, self._rate * BURST_SECONDS) - amount
-        return self._tokens >= 0
+    def admit(self, address: str, returning: bool, now: float) -> float:
+        """Take a connection from ``address`` in; 0.0 if it is, else seconds it should wait.
+
+        Args:
+            address: The client's address (:func:`client_address`).
+            returning: Whether the client comes back (a ``last_id`` or a token).
+            now: The current time in seconds.
+        """
+        share = self._share(address, now)
+        if share.bucket.tokens(now) < 1:
+            return min(MAX_RETRY_AFTER, share.bucket.wait(1, now))
+        keep = 0.0 if returning else RETURNING_SHARE * self._bucket.capacity
+        if not self._bucket.take(1, now, keep):
+            if share.slot <= now:  # not promised one yet, or its slot has come
+                share.slot = max(self._next_slot, now + self._bucket.wait(1 + keep, now))
+                self._next_slot = share.slot + 1 / self._rate
+            return min(MAX_RETRY_AFTER, share.slot - now)
+        share.bucket.take(1, now)
+        return 0.0
+
+    @property
+    def tracked_addresses(self) -> int:
+        """Client addresses whose share is being tracked."""
+        return len(self._addresses)
+
+    def _share(self, address: str, now: float) -> _Share:
+        """The share of ``address``; forgets, oldest first, the ones that have nothing to keep."""
+        addresses = self._addresses
+        share = addresses.get(address)
+        if share is None:
+            rate = max(1.0, self._rate * ADDRESS_SHARE)
+            share = addresses[address] = _Share(TokenBucket(rate, now))
+        else:
+            addresses.move_to_end(address)
+        # Least recently used first: O(1) per address forgotten (an OrderedDict's first item is
+        # found in O(1), however many were deleted before it), never a pass over all of them.
+        while len(addresses) > 1:
+            oldest = next(iter(addresses.values()))
+            if len(addresses) <= MAX_TRACKED_ADDRESSES and (
+                oldest.slot > now or not oldest.bucket.full(now)
+            ):
+                break
+            addresses.popitem(last=False)
+        return share
+
+
+class _Share:
+    """What admission keeps about one client address: its bucket and its promised slot."""
+
+    __slots__ = ("bucket", "slot")
+
+    def __init__(self, bucket: TokenBucket) -> None:
+        self.bucket = bucket
+        self.slot = 0.0  # when it was told a token would be there for it
 
     def take_if_there(self, amount: float, now: float) -> bool:
         """Take ``amount`` tokens if there are enough; else take none and return False.

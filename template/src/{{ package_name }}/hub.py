@@ -34,6 +34,7 @@ import math
 import socket
 import struct
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import NamedTuple
 
@@ -188,8 +189,9 @@ class Hub:
         self._channel_replay_size = channel_replay_size
         self._channels: dict[str, _Stream] = {}
         # Channels nobody here subscribes to any more, kept a while for clients that come back
-        # (a deploy's reconnects): channel -> loop time it became idle, oldest first.
-        self._idle_channels: dict[str, float] = {}
+        # (a deploy's reconnects): channel -> loop time it became idle, oldest first. Ordered
+        # so that the oldest is found and forgotten in O(1), however many there are.
+        self._idle_channels: OrderedDict[str, float] = OrderedDict()
         self._subscriptions: dict[web.WebSocketResponse, dict[str, Member | None]] = {}
         self._dialects: dict[web.WebSocketResponse, Dialect] = {}  # clients of another dialect
         self._max_client_buffer_bytes = max_client_buffer_bytes
@@ -208,6 +210,11 @@ class Hub:
         self.occupied = asyncio.Event()
         #: Whether the process is shutting down: no new client is taken.
         self.draining = False
+
+    @property
+    def metrics(self) -> Metrics:
+        """Where the hub, and the sessions of its clients, count what they do."""
+        return self._metrics
 
     @property
     def client_count(self) -> int:
@@ -354,8 +361,14 @@ class Hub:
         self._remove(stream, ws)
         if not stream.subscriber_count:
             self._idle_channels[channel] = asyncio.get_running_loop().time()
+            if len(self._idle_channels) > MAX_IDLE_CHANNELS:  # the cap holds at all times
+                del self._channels[self._idle_channels.popitem(last=False)[0]]
         if member is not None:
             self._in_background(self._broker.leave(channel, member))
+
+    def has_channel(self, channel: str) -> bool:
+        """Whether ``channel`` exists in this process (subscribed to, or idle and kept)."""
+        return channel in self._channels
 
     def is_subscribed(self, ws: web.WebSocketResponse, channel: str) -> bool:
         """Whether ``ws`` subscribes to ``channel``."""
@@ -462,7 +475,7 @@ class Hub:
                 HEARTBEAT_FRAME,
                 PING_FRAME + _text_frame(HEARTBEAT_FRAME),
             )
-        self._forget_idle_channels(asyncio.get_running_loop().time() - IDLE_CHANNEL_SECONDS)
+        await self._forget_idle_channels(asyncio.get_running_loop().time() - IDLE_CHANNEL_SECONDS)
 
     async def drain(self, seconds: float) -> None:
         """Refuse new clients, and close the connected ones with 1012 over ``seconds``.
@@ -663,15 +676,20 @@ class Hub:
             catching_up.task.cancel()
         return stream.clients.pop(ws, None) is not None or catching_up is not None
 
-    def _forget_idle_channels(self, idle_since: float) -> None:
-        """Forget the idle channels idle since before ``idle_since``, and the oldest past a cap."""
+    async def _forget_idle_channels(self, idle_since: float) -> None:
+        """Forget the channels idle since before ``idle_since``, oldest first, O(1) each.
+
+        Yields to the event loop every ``YIELD_EVERY`` channels, so that however many expire at
+        once nobody else waits for it. (The cap on idle channels is kept by ``unsubscribe``.)
+        """
         idle = self._idle_channels
-        while idle:
-            channel, since = next(iter(idle.items()))
-            if since >= idle_since and len(idle) <= MAX_IDLE_CHANNELS:
-                break
-            del idle[channel]
-            del self._channels[channel]
+        forgotten = 0
+        # An OrderedDict's first item is found in O(1), even after many deletions at the front.
+        while idle and next(iter(idle.values())) < idle_since:
+            del self._channels[idle.popitem(last=False)[0]]
+            forgotten += 1
+            if forgotten % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
 
     def _in_background(self, work: Coroutine[object, None, None]) -> None:
         """Run ``work`` (the broker's bookkeeping for a client that left) without waiting."""

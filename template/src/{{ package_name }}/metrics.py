@@ -63,6 +63,11 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.refused_channels = Counter(
+            "refused_new_channels",
+            "Subscribes refused past MAX_NEW_CHANNELS_PER_MINUTE (channels new to the process)",
+            registry=registry,
+        )
         self.fan_out_seconds = Histogram(
             "fan_out_seconds",
             "Time to write one broadcast to every client",

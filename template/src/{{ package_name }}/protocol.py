@@ -9,6 +9,9 @@ Every frame a client sends is a JSON object with a ``type``:
   ``{"type": "presence", "channel": C, "joined": [...], "left": [...]}``; on a channel with
   counted presence, ``{"type": "presence", "channel": C, "count": N}``, then at most once a
   second when ``N`` changes;
+- ``{"type": "subscribe", "channels": [{"channel": C, "last_id": N}, ...]}``: up to
+  ``SUBSCRIBE_BATCH`` subscribes in one frame (``last_id`` optional), answered per channel as
+  if each had come alone: how a client resubscribes after a reconnect within its allowance;
 - ``{"type": "unsubscribe", "channel": C}``;
 - ``{"type": "publish", "channel": C, "data": D}``: ``D`` to every subscriber of ``C``;
 - any other ``type``: the service's ``on_message``.
@@ -16,7 +19,9 @@ Every frame a client sends is a JSON object with a ``type``:
 A refused or malformed one is answered with ``{"type": "error", "request": T, "reason": R}``
 (and ``"channel": C`` when it names one); the connection stays open. Each request is handled in
 turn, within ``HOOK_TIMEOUT`` seconds for the service's hooks, and counts against the client's
-allowance of messages and bytes like any frame.
+allowance of messages and bytes like any frame. A refusal that may not hold a while later (the
+broker is away, too many new channels) carries ``"retry_after": S``, seconds after which the same
+request may succeed: clients send it again then, with backoff.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from .frames import OVER_ALLOWANCE, FrameRefusal
-from .guards import is_valid_channel, is_valid_close_code, parse_json
+from .guards import TokenBucket, is_valid_channel, is_valid_close_code, parse_json
 from .hooks import Connection, Hooks, Refusal
 from .hub import Hub, HubUnavailable, Member
 
@@ -37,6 +42,17 @@ logger = logging.getLogger(__name__)
 
 #: Seconds a hook of the service may take to answer one request.
 HOOK_TIMEOUT = 5.0
+#: Close code of a client past its allowance: too much, too soon. Not 1008, which clients take
+#: as final: this one they retry, after a longer backoff, and send more slowly (docs/protocol.md).
+RATE_EXCEEDED = 4008
+#: Most subscribes in one batched ``subscribe`` frame.
+SUBSCRIBE_BATCH = 100
+#: Subscribes of a batch answered between two yields to the event loop: a deploy's wave brings
+#: thousands of batches at once, and each loop iteration (which a fan-out to thousands of
+#: clients needs a dozen of, and the health check one) runs a step of every one of them.
+SUBSCRIBE_YIELD_EVERY = 10
+#: Seconds after which a subscribe refused as unavailable (the broker is away) may be retried.
+UNAVAILABLE_RETRY_AFTER = 1.0
 #: What a publish past a budget of the process is refused with, by budget.
 PUBLISH_BUDGETS = {
     "channel": "too many publishes on this channel, try again (CHANNEL_PUBLISHES_PER_SECOND)",
@@ -58,9 +74,9 @@ async def next_message(
     ``ws`` is a :class:`~.frames.ClientWebSocket`, whose every frame, pings and pongs included,
     counts against the client's allowance as it arrives. Every message is reported to ``heard``.
     A close is echoed (with 1002 for a code a client may not send), a ping answered, a pong
-    ignored; a client past its allowance is closed with 1008 (``who`` names it in the log), one
-    that leaves a fragmented message unfinished with 1008, one that sends an unmasked frame with
-    1002.
+    ignored; a client past its allowance is closed with ``RATE_EXCEEDED`` (4008; ``who`` names it
+    in the log), one that leaves a fragmented message unfinished with 1008, one that sends an
+    unmasked frame with 1002.
 
     Raises:
         TimeoutError: Nothing came by ``deadline``, a time of the event loop's clock.
@@ -75,8 +91,8 @@ async def next_message(
             await ws.close(code=WSCloseCode.OK if valid else WSCloseCode.PROTOCOL_ERROR)
             return None
         if message.type is WSMsgType.ERROR and message.data is OVER_ALLOWANCE:
-            logger.warning("closing %s that sent too much (1008)", who)
-            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many messages")
+            logger.warning("closing %s that sent too much (%d)", who, RATE_EXCEEDED)
+            await ws.close(code=RATE_EXCEEDED, message=b"too many messages")
             return None
         if message.type is WSMsgType.ERROR and isinstance(message.data, FrameRefusal):
             # Nothing more of it is read (frames.py): an unfinished message, an unmasked frame.
@@ -102,6 +118,8 @@ class Session:
         transport: Its transport.
         connection: The connection, as the hooks see it.
         max_subscriptions: Channels the connection may subscribe to at once.
+        max_new_channels_per_minute: Channels new to the process the connection may open per
+            minute, with bursts of ``max_subscriptions`` (a reconnect to a new process).
     """
 
     def __init__(
@@ -113,6 +131,7 @@ class Session:
         connection: Connection,
         *,
         max_subscriptions: int,
+        max_new_channels_per_minute: float,
     ) -> None:
         self._hub = hub
         self._ws = ws
@@ -120,6 +139,11 @@ class Session:
         self._service = service
         self._connection = connection
         self._max_subscriptions = max_subscriptions
+        self._new_channels = TokenBucket(
+            max_new_channels_per_minute / 60,
+            asyncio.get_running_loop().time(),
+            capacity=max(max_subscriptions, max_new_channels_per_minute / 60),
+        )
 
     async def handle(self, text: str) -> None:
         """Answer one text frame of the client."""
@@ -139,6 +163,9 @@ class Session:
         if kind not in ("subscribe", "unsubscribe", "publish"):
             await self._ask(kind, None, self._service.on_message(self._connection, message))
             return
+        if kind == "subscribe" and "channels" in message:
+            await self._subscribe_batch(message["channels"])
+            return
         channel = message.get("channel")
         if not is_valid_channel(channel):
             self._refuse(kind, None, "the channel must be 1-128 letters, digits or _.:@/-")
@@ -151,6 +178,24 @@ class Session:
         else:
             await self._publish(channel, message["data"])
 
+    async def _subscribe_batch(self, entries: object) -> None:
+        """Answer each ``{"channel": C, "last_id": N}`` of a batched subscribe, in turn."""
+        if (
+            not isinstance(entries, list)
+            or not 0 < len(entries) <= SUBSCRIBE_BATCH
+            or not all(isinstance(entry, dict) for entry in entries)
+        ):
+            self._refuse("subscribe", None, f"channels must be 1-{SUBSCRIBE_BATCH} objects")
+            return
+        for count, entry in enumerate(entries):
+            if count and count % SUBSCRIBE_YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # short loop iterations: live broadcasts go on
+            channel = entry.get("channel")
+            if not is_valid_channel(channel):
+                self._refuse("subscribe", None, "a channel must be 1-128 letters, digits or _.:@/-")
+            else:
+                await self._subscribe(channel, entry.get("last_id"))
+
     async def _subscribe(self, channel: str, last_id: object) -> None:
         hub, connection, ws = self._hub, self._connection, self._ws
         if last_id is not None and (type(last_id) is not int or last_id < 0):
@@ -161,7 +206,7 @@ class Session:
             self._refuse("subscribe", channel, "too many subscriptions (MAX_SUBSCRIPTIONS)")
         elif await self._ask(
             "subscribe", channel, self._service.authorize_subscribe(connection, channel)
-        ):
+        ) and self._may_open(channel):
             presence = self._service.has_presence(channel)
             member = Member(connection.member, connection.id) if presence else None
             counted = self._service.counts_presence(channel)
@@ -169,7 +214,31 @@ class Session:
                 await hub.subscribe(ws, self._transport, channel, last_id, member, counted=counted)
             except HubUnavailable as error:
                 logger.warning("presence on %s failed: %s", channel, error)
-                self._refuse("subscribe", channel, "unavailable, try again")
+                self._refuse(
+                    "subscribe",
+                    channel,
+                    "unavailable, try again",
+                    retry_after=UNAVAILABLE_RETRY_AFTER,
+                )
+
+    def _may_open(self, channel: str) -> bool:
+        """Whether ``channel`` exists here or the connection may open a new channel now.
+
+        Every channel new to the process costs a replay log and bookkeeping: a connection opens
+        at most ``max_new_channels_per_minute`` of them (bursts of ``max_subscriptions``); past
+        it, the client is told when it may try again.
+        """
+        now = asyncio.get_running_loop().time()
+        if self._hub.has_channel(channel) or self._new_channels.take(1, now):
+            return True
+        self._hub.metrics.refused_channels.inc()
+        self._refuse(
+            "subscribe",
+            channel,
+            "too many new channels (MAX_NEW_CHANNELS_PER_MINUTE), try again",
+            retry_after=self._new_channels.wait(1, now),
+        )
+        return False
 
     async def _publish(self, channel: str, data: object) -> None:
         prepared = await self._answer(
@@ -215,8 +284,18 @@ class Session:
             return _REFUSED
         return result
 
-    def _refuse(self, kind: str | None, channel: str | None, reason: str) -> None:
+    def _refuse(
+        self,
+        kind: str | None,
+        channel: str | None,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+    ) -> None:
+        """Tell the client ``kind`` was refused; ``retry_after``: seconds until it may succeed."""
         error: dict[str, object] = {"type": "error", "request": kind, "reason": reason}
         if channel is not None:
             error["channel"] = channel
+        if retry_after is not None:
+            error["retry_after"] = round(retry_after, 3)
         self._hub.send(self._ws, error)

@@ -16,7 +16,10 @@
 //     what was missed (or sends a `gap` frame when it cannot);
 //   - hides the server's heartbeat frames from message listeners;
 //   - keeps the channels it subscribed to, with the last id seen on each, and subscribes to them
-//     again after every reconnect with that `last_id`, so each channel is recovered too;
+//     again after every reconnect with that `last_id`, so each channel is recovered too: in
+//     batched subscribe frames paced within the server's allowance, however many channels;
+//   - sends again, with backoff, a subscribe the server refused for now ("unavailable, try
+//     again": its error carries `retry_after`); other refusals are final.
 //   - with a `tokenProvider` (a function returning a fresh token, e.g. from a WordPress REST
 //     route), sends a new token before every connection as `["bearer", token]`; after 4001 (the
 //     token expired) it comes back soon with a new one; a handshake refused with 401 gets one
@@ -41,14 +44,18 @@
 //   client.on("reply", ({ data }) => console.log(data)); // what the service sends this client
 //   // later: client.close();
 //
-// CLOSE POLICY (code of the close frame the server sent, or 1006 when the connection just died):
+// CLOSE POLICY (code of the close frame the server sent, or 1006 when the connection just died;
+// the table in docs/protocol.md, the vectors in tests/reconnect-policy.json):
 //   1000          normal closure: stop (state "closed"); the server meant it.
 //   4001          the token expired: get a new one and reconnect soon (a random delay in
 //                 [0, min(cap, renewDelay * 2^attempt))).
-//   1008, 4000-4999  policy / application refusal: stop (state "closed") and emit a fatal "error";
-//                 reconnecting would only loop (re-authenticate, then create a new client).
-//   1013          "try again later" (e.g. the server cut off a slow consumer): reconnect, but back
-//                 off longer: a random delay between `base` and min(cap, base * 2^(attempt + 2)).
+//   1008, 4000-4999 (but 4001 and 4008)  policy / application refusal: stop (state "closed") and
+//                 emit a fatal "error"; reconnecting would only loop (re-authenticate, then create
+//                 a new client).
+//   1013          "try again later" (busy, e.g. the server cut off a slow consumer): reconnect, but
+//                 back off longer: a random delay between `base` and min(cap, base * 2^(attempt + 2)).
+//   4008          too much, too soon (past the allowance): as 1013, and resubscribe twice as slowly
+//                 (up to 8 times) until a connection is stable again.
 //   1001, 1012    going away / service restart (a deploy): reconnect after a random backoff delay.
 //   anything else (1006 abnormal closure, 1011, 1009, ...): reconnect after a random backoff delay.
 
@@ -142,6 +149,23 @@ const TOKEN_EXPIRED = 4001;
 /** The attempt counter stops growing here; 2^30 * base is far past any sensible cap. */
 const MAX_ATTEMPT = 30;
 
+/** Close code of a client that sent more than its allowance: reconnect later, send more slowly. */
+const RATE_EXCEEDED = 4008;
+
+/** Channels per batched subscribe frame, and most bytes of JSON in one (the server takes 100). */
+const SUBSCRIBE_BATCH = 100;
+const SUBSCRIBE_BATCH_BYTES = 8192;
+
+/**
+ * Batched subscribe frames sent at once (after a reconnect, say), then one every
+ * SUBSCRIBE_INTERVAL ms: a quarter of the default allowance's burst, then under half its rate,
+ * however many channels. The Python client's pacing, to the letter.
+ */
+const SUBSCRIBE_BURST = 4;
+const SUBSCRIBE_INTERVAL = 250;
+/** How much slower, at most, a client subscribes after being closed with 4008. */
+const MAX_SLOWDOWN = 8;
+
 /**
  * Full-jitter backoff: a random delay in [min, min(cap, base * 2^attempt)).
  * @param {number} attempt   0 for the first retry after a drop
@@ -160,14 +184,16 @@ export function backoffDelay(attempt, opts = {}) {
 /**
  * What to do after the connection closed with `code`.
  * @param {number} code
- * @returns {"stop" | "renew" | "refused" | "later" | "retry"}
+ * @returns {"stop" | "renew" | "refused" | "later" | "slow" | "retry"}
  *   "stop": do not reconnect (1000); "renew": reconnect soon with a new token (4001);
- *   "refused": do not reconnect, report an error (1008, other 4xxx);
- *   "later": reconnect with a longer backoff (1013); "retry": reconnect with the normal backoff.
+ *   "refused": do not reconnect, report an error (1008, 4xxx but 4001 and 4008); "later":
+ *   reconnect with a longer backoff (1013); "slow": the same, and resubscribe more slowly (4008);
+ *   "retry": reconnect with the normal backoff.
  */
 export function closePolicy(code) {
   if (code === 1000) return "stop";
   if (code === TOKEN_EXPIRED) return "renew";
+  if (code === RATE_EXCEEDED) return "slow";
   if (code === 1008 || (code >= 4000 && code <= 4999)) return "refused";
   if (code === 1013) return "later";
   return "retry";
@@ -257,6 +283,14 @@ export class ReconnectingWebSocket {
     this._retryTimer = null;
     this._watchdogTimer = null;
     this._connectTimer = null;
+    this._subscribeTimer = null;
+    /** Channels whose subscribe is yet to be sent on this connection, in order. */
+    this._unsent = new Set();
+    this._subscribeFrames = SUBSCRIBE_BURST; // frames that may go out now (a token bucket)
+    this._subscribeFramesAt = 0;
+    /** Subscribes refused for now: channel -> {attempt, timer}. */
+    this._retries = new Map();
+    this._slowdown = 1; // doubled after each 4008, back to 1 once a connection is stable
 
     this._onOnline = () => this._promptReconnect();
     this._onVisibility = () => {
@@ -318,7 +352,7 @@ export class ReconnectingWebSocket {
   subscribe(channel, options = {}) {
     if (this.channels.has(channel)) return;
     this.channels.set(channel, options.lastId ?? null);
-    this._sendSubscribe(channel);
+    this._queueSubscribe(channel);
   }
 
   /** Stop receiving `channel`'s messages. */
@@ -326,6 +360,8 @@ export class ReconnectingWebSocket {
     if (!this.channels.delete(channel)) return;
     this.presence.delete(channel);
     this.counts.delete(channel);
+    this._cancelRetry(channel);
+    this._unsent.delete(channel);
     this.send({ type: "unsubscribe", channel });
   }
 
@@ -450,12 +486,85 @@ export class ReconnectingWebSocket {
     this._lastFrameAt = this._openedAt;
     this._armWatchdog(this.options.watchdogTimeout);
     this._setState("open");
-    for (const channel of this.channels.keys()) this._sendSubscribe(channel);
+    // Every channel again, each with its last id, within the allowance.
+    this._unsent = new Set(this.channels.keys());
+    this._subscribeFrames = SUBSCRIBE_BURST;
+    this._subscribeFramesAt = this._now();
+    this._sendSubscribes();
   }
 
-  _sendSubscribe(channel) {
-    const lastId = this.channels.get(channel);
-    this.send(lastId === null ? { type: "subscribe", channel } : { type: "subscribe", channel, last_id: lastId });
+  /** Have `channel`'s subscribe sent with the next batch (if it is still wanted). */
+  _queueSubscribe(channel) {
+    if (!this.channels.has(channel)) return;
+    this._unsent.add(channel);
+    if (this.state === "open" && this._subscribeTimer === null) this._sendSubscribes();
+  }
+
+  /**
+   * Send the queued subscribes while open, within the allowance: batched frames of at most
+   * SUBSCRIBE_BATCH channels and about SUBSCRIBE_BATCH_BYTES, each with its last id;
+   * SUBSCRIBE_BURST frames at once, then one every SUBSCRIBE_INTERVAL ms (times the slowdown
+   * after a 4008).
+   */
+  _sendSubscribes() {
+    this._subscribeTimer = null;
+    const interval = SUBSCRIBE_INTERVAL * this._slowdown;
+    while (this._unsent.size && this.state === "open") {
+      const now = this._now();
+      this._subscribeFrames = Math.min(
+        SUBSCRIBE_BURST,
+        this._subscribeFrames + (now - this._subscribeFramesAt) / interval,
+      );
+      this._subscribeFramesAt = now;
+      if (this._subscribeFrames < 1) {
+        const wait = Math.ceil((1 - this._subscribeFrames) * interval);
+        this._subscribeTimer = this._setTimeout(() => this._sendSubscribes(), wait);
+        return;
+      }
+      this._subscribeFrames -= 1;
+      this.send({ type: "subscribe", channels: this._nextBatch() });
+    }
+  }
+
+  /** Take the next batch of queued subscribes: `{channel, last_id}` each. */
+  _nextBatch() {
+    const batch = [];
+    let size = 0;
+    for (const channel of this._unsent) {
+      const lastId = this.channels.get(channel);
+      const entry = lastId === null ? { channel } : { channel, last_id: lastId };
+      size += JSON.stringify(entry).length + 2;
+      if (batch.length && (batch.length === SUBSCRIBE_BATCH || size > SUBSCRIBE_BATCH_BYTES)) break;
+      this._unsent.delete(channel);
+      batch.push(entry);
+    }
+    return batch;
+  }
+
+  /**
+   * Subscribe to `channel` again later: the server refused it for now, for `retryAfter` s. The
+   * delay is in [wait, 2 * wait) ms with wait = min(cap, retryAfter * 2^attempt); a reconnect
+   * meanwhile subscribes to it anyway (it stays in `channels`).
+   */
+  _retrySubscribe(channel, retryAfter) {
+    const previous = this._retries.get(channel);
+    if (previous) this._clearTimeout(previous.timer);
+    const attempt = previous ? previous.attempt : 0;
+    const wait = Math.min(this.options.maxDelay, retryAfter * 1000 * 2 ** Math.min(attempt, MAX_ATTEMPT));
+    const delay = Math.floor(wait * (1 + this._random()));
+    const timer = this._setTimeout(() => {
+      const retry = this._retries.get(channel);
+      if (retry) retry.timer = null;
+      this._queueSubscribe(channel);
+    }, delay);
+    this._retries.set(channel, { attempt: attempt + 1, timer });
+  }
+
+  _cancelRetry(channel) {
+    const retry = this._retries.get(channel);
+    if (!retry) return;
+    if (retry.timer !== null) this._clearTimeout(retry.timer);
+    this._retries.delete(channel);
   }
 
   _handleChannelFrame(frame) {
@@ -466,6 +575,7 @@ export class ReconnectingWebSocket {
       if (this.channels.get(channel) === null && Number.isInteger(frame.last_id)) {
         this.channels.set(channel, frame.last_id);
       }
+      this._cancelRetry(channel);
       this._emit("subscribed", { channel });
     } else if (frame.type === "presence" && Number.isInteger(frame.count)) {
       this.counts.set(channel, frame.count);
@@ -503,8 +613,12 @@ export class ReconnectingWebSocket {
     if (frame.type === "heartbeat") return;
     if (frame.type === "error") {
       const channel = frame.channel ?? null;
-      // A refused subscribe is forgotten: it is not sent again after a reconnect.
-      if (frame.request === "subscribe" && channel !== null) this.channels.delete(channel);
+      if (frame.request === "subscribe" && channel !== null && this.channels.has(channel)) {
+        // Refused for now ("unavailable, try again"): sent again later. Any other refusal is
+        // forgotten: it is not sent again after a reconnect.
+        if (typeof frame.retry_after === "number") this._retrySubscribe(channel, frame.retry_after);
+        else this.channels.delete(channel);
+      }
       this._emit("refused", { request: frame.request ?? null, channel, reason: frame.reason });
       return;
     }
@@ -603,11 +717,15 @@ export class ReconnectingWebSocket {
       });
       return;
     }
-    if (wasOpenFor >= this.options.stableAfter) this.attempt = 0;
+    if (wasOpenFor >= this.options.stableAfter) {
+      this.attempt = 0;
+      this._slowdown = 1;
+    }
+    if (policy === "slow") this._slowdown = Math.min(2 * this._slowdown, MAX_SLOWDOWN);
     const attempt = this.attempt;
     const o = this.options;
     let delay;
-    if (policy === "later") delay = backoffDelay(attempt + 2, { ...this._backoffOpts(), minDelay: o.baseDelay });
+    if (policy === "later" || policy === "slow") delay = backoffDelay(attempt + 2, { ...this._backoffOpts(), minDelay: o.baseDelay });
     else if (policy === "renew") delay = backoffDelay(attempt, { ...this._backoffOpts(), baseDelay: o.renewDelay });
     else delay = backoffDelay(attempt, this._backoffOpts());
     this.attempt = Math.min(attempt + 1, MAX_ATTEMPT);
@@ -642,8 +760,8 @@ export class ReconnectingWebSocket {
   /** The browser came back online or the tab became visible: retry now if waiting. */
   _promptReconnect() {
     if (this.state !== "reconnecting") return;
-    // 1013 asked us to stay away for a while: coming back online does not change that.
-    if (this.lastCloseCode === 1013) return;
+    // 1013 and 4008 asked us to stay away for a while: coming back online does not change that.
+    if (this.lastCloseCode === 1013 || this.lastCloseCode === RATE_EXCEEDED) return;
     this.reconnectNow();
   }
 
@@ -651,6 +769,7 @@ export class ReconnectingWebSocket {
   _detach() {
     this._clearTimer("_connectTimer");
     this._clearTimer("_watchdogTimer");
+    this._clearTimer("_subscribeTimer");
     const ws = this._ws;
     this._ws = null;
     if (ws) {
@@ -670,6 +789,7 @@ export class ReconnectingWebSocket {
       }
     }
     this._clearTimer("_retryTimer");
+    for (const channel of [...this._retries.keys()]) this._cancelRetry(channel);
     this._window?.removeEventListener?.("online", this._onOnline);
     this._document?.removeEventListener?.("visibilitychange", this._onVisibility);
   }
