@@ -23,7 +23,6 @@ import json
 import math
 import re
 from collections import OrderedDict
-from collections.abc import Iterable
 from typing import TypeGuard
 from urllib.parse import unquote, urlsplit
 
@@ -312,16 +311,6 @@ class _Share:
     def __init__(self, bucket: TokenBucket) -> None:
         self.bucket = bucket
         self.slot = 0.0  # when it was told a token would be there for it
-
-    def take_if_there(self, amount: float, now: float) -> bool:
-        """Take ``amount`` tokens if there are enough; else take none and return False.
-
-        For a budget that many share: one who asks too often must not run it into debt.
-        """
-        if self.take(amount, now):
-            return True
-        self._tokens += amount
-        return False
 
 
 class Allowance:

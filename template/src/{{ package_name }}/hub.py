@@ -418,9 +418,9 @@ class Hub:
             if stream.publishes is None:
                 stream.publishes = TokenBucket(self._channel_publishes_per_second, now)
             budget = stream.publishes
-            if not budget.take_if_there(1, now):
+            if not budget.take(1, now):
                 spent = "channel"
-        if spent is None and not self._publishes.take_if_there(1, now):
+        if spent is None and not self._publishes.take(1, now):
             spent = "process"
             if budget is not None:
                 budget.take(-1, now)  # given back: the process's budget refused it
