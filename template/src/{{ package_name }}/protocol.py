@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +62,16 @@ PUBLISH_BUDGETS = {
 }
 #: What :meth:`Session._answer` returns for a hook that refused or failed.
 _REFUSED = object()
+#: Close code of a connection whose token expired (or that lived ``MAX_CONNECTION_SECONDS``):
+#: its client comes back at once with a fresh token.
+TOKEN_EXPIRED = 4001
+#: Seconds a connection outlives its token's ``exp``, for clocks a little apart.
+EXPIRY_GRACE_SECONDS = 2.0
+#: Part of ``MAX_CONNECTION_SECONDS`` over which the connections opened together are closed, so
+#: that a deploy's wave of connections does not come back as one wave hours later.
+LIFETIME_SPREAD = 0.1
+#: The 4001 closes under way (a task's only strong reference).
+_CLOSING: set[asyncio.Future[bool]] = set()
 
 
 async def next_message(
@@ -106,6 +118,29 @@ async def next_message(
             return message
         if message.type is WSMsgType.PING:
             await ws.pong(message.data)
+
+
+def close_when_expired(
+    ws: web.WebSocketResponse, connection: Connection, max_seconds: float
+) -> asyncio.TimerHandle:
+    """Close ``ws`` with 4001 when its token expires, or after about ``max_seconds`` at most.
+
+    A timer, not a task: nothing runs for the connection until then.
+    """
+    seconds = max_seconds * (1 - LIFETIME_SPREAD * random.random())  # noqa: S311 - spread only
+    reason = b"connection lifetime over"
+    if connection.token is not None:
+        left = connection.token.expires - time.time() + EXPIRY_GRACE_SECONDS
+        if left < seconds:
+            seconds, reason = left, b"token expired"
+
+    def close() -> None:
+        # A client that outlived its token comes back with a new one, or not at all.
+        task = asyncio.ensure_future(ws.close(code=TOKEN_EXPIRED, message=reason))
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
+
+    return asyncio.get_running_loop().call_later(max(seconds, 0.0), close)
 
 
 class Session:
