@@ -5,7 +5,8 @@
  *
  * usage: php wordpress/tests/contract.php [PROJECT_ROOT]
  * Prints "MINTED <json>" (tokens for tests/test_wordpress.py to verify with PyJWT and the app),
- * one "FAIL ..." line per failure, and "OK <checks>" at the end; exits 1 on any failure.
+ * "MINTS <n>" (the shared vectors' mints checked), one "FAIL ..." line per failure, and
+ * "OK <checks>" at the end; exits 1 on any failure, or when a vectors file is missing.
  *
  * @package Realtime
  */
@@ -33,11 +34,15 @@ function check( bool $ok, string $what ): void {
 }
 
 /**
- * Decode a JSON file of the project's tests.
+ * Decode a JSON file of the project's tests; exit 1 if it is missing or not JSON.
  *
  * @param string $path Its path.
  */
 function vectors( string $path ): array {
+	if ( ! is_file( $path ) ) {
+		echo "FAIL $path is missing\n";
+		exit( 1 );
+	}
 	$data = json_decode( (string) file_get_contents( $path ), true );
 	if ( ! is_array( $data ) ) {
 		echo "FAIL $path is not JSON\n";
@@ -80,16 +85,18 @@ echo 'MINTED ' . json_encode(
 	JSON_UNESCAPED_SLASHES
 ) . "\n";
 
-$shared = "$root/tests/token-vectors.json";
-if ( is_file( $shared ) ) {
-	foreach ( vectors( $shared )['vectors'] as $vector ) {
-		if ( isset( $vector['mint'] ) ) {
-			check( realtime_mint_token( $vector['mint']['secret'], $vector['mint']['claims'] ) === $vector['token'], "the mint of {$vector['name']}" );
-		}
+// The shared vectors' canonical mints, byte for byte: the same claims (in the same order) and
+// secret give the very token tests/test_tokens.py checks the app's mint_token and verifier against.
+$mints = 0;
+foreach ( vectors( "$root/tests/token-vectors.json" )['vectors'] as $vector ) {
+	if ( isset( $vector['mint'] ) ) {
+		++$mints;
+		$minted = realtime_mint_token( $vector['mint']['secret'], $vector['mint']['claims'] );
+		check( $minted === $vector['token'], "the mint of {$vector['name']}: $minted, not {$vector['token']}" );
 	}
-} else {
-	echo "NOTE no tests/token-vectors.json: the shared token vectors are not checked\n";
 }
+check( $mints > 0, 'tests/token-vectors.json has mints' );
+echo "MINTS $mints\n";
 
 // Channels and payloads: exactly the vectors the app's tests read.
 $wordpress = vectors( "$root/tests/wordpress-vectors.json" );
