@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from conftest import Server, start_server
-from test_channels import Peer, of_type, on
+from peers import Peer, of_type, on
 from test_publish import TOKEN
 
 ORIGIN = "https://news.example.com"
