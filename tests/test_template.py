@@ -139,8 +139,7 @@ def test_every_answer_set_renders_without_leftovers(
     assert pyproject["tool"]["mypy"]["python_version"] == recorded["python_version"]
     settings = (project / "src" / package / "settings.py").read_text()
     assert f"DEFAULT_PORT = {recorded['default_port']}\n" in settings
-    app = (project / "src" / package / "app.py").read_text()
-    assert ('"/socket.io/"' in app) is recorded["socketio_paths"]
+    assert ('"/socket.io/"' in settings) is recorded["socketio_paths"]
     assert_socketio_only_when_asked(project, package, recorded["socketio_server"])
     assert_redis_only_when_asked(project, package, recorded["redis"])
     for key, value in answers.items():

@@ -201,7 +201,7 @@ def test_reanswering_adds_and_removes_files(
     assert run("update", str(project), *changed).exit_code == 0
     assert not any((project / name).exists() for name in node_files)
     assert all((project / name).exists() for name in redis_files)
-    assert "/socket.io/" in (project / "src" / "demo_app" / "app.py").read_text()
+    assert "/socket.io/" in (project / "src" / "demo_app" / "settings.py").read_text()
     recorded = answers(project)
     assert (recorded["vip_node_build"], recorded["redis"], recorded["socketio_paths"]) == (
         False,
@@ -398,7 +398,7 @@ def test_service_py_and_the_page_are_yours_across_updates(
     later = release(tmp_path / "r020", next_release=True)
     package = later / TEMPLATE_PACKAGE
     # The template changes its own modules, and the user-owned files too.
-    for name in ("app.py.jinja", "hub.py", "service.py"):
+    for name in ("app.py", "hub.py", "service.py"):
         with (package / name).open("a") as fh:
             fh.write("# changed by the next release\n")
     with (package / "static" / "index.html").open("a") as fh:

@@ -2,7 +2,7 @@
 
 The cases expect every text and binary message back unchanged; the app speaks JSON, so its
 WebSocket layer is checked here: ``frames.ClientWebSocket`` (every frame charged and bounded,
-unmasked frames refused) read through ``protocol.next_message`` (closes, pings, the close codes a
+unmasked frames refused) read through ``session.next_message`` (closes, pings, the close codes a
 client may not send), on uvloop, with the app's default ``MAX_MESSAGE_BYTES``. Only the allowance
 is raised: the cases send thousands of frames a second, as no client of the app may.
 
@@ -22,7 +22,7 @@ from aiohttp import WSMsgType, web
 PACKAGE = os.environ["ECHO_PACKAGE"]
 frames = importlib.import_module(f"{PACKAGE}.frames")
 guards = importlib.import_module(f"{PACKAGE}.guards")
-protocol = importlib.import_module(f"{PACKAGE}.protocol")
+session = importlib.import_module(f"{PACKAGE}.session")
 settings = importlib.import_module(f"{PACKAGE}.settings").Settings()
 
 
@@ -33,7 +33,7 @@ async def echo(request: web.Request) -> web.StreamResponse:
         allowance, max_message_bytes=settings.max_message_bytes
     )
     await ws.prepare(request)
-    while (message := await protocol.next_message(ws, lambda _ws: None)) is not None:
+    while (message := await session.next_message(ws, lambda _ws: None)) is not None:
         if message.type is WSMsgType.TEXT:
             await ws.send_str(message.data)
         else:

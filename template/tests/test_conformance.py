@@ -3,7 +3,7 @@
 Two runs, each under a minute:
 
 - the WebSocket layer of ``/_ws/`` (``frames.ClientWebSocket`` read through
-  ``protocol.next_message``) behind an echo endpoint (``echo_server.py``), through every case but
+  ``session.next_message``) behind an echo endpoint (``echo_server.py``), through every case but
   performance (9.*) and compression (12.*, 13.*: not offered): no case may fail;
 - the app itself, on ``/_ws/``, through every framing and closing case that does not need an
   echo: each must be answered with the close code the RFC requires.

@@ -19,16 +19,14 @@ from dotenv import dotenv_values, load_dotenv
 from dotenv.parser import parse_stream
 
 from . import logs
-from .app import HUB_KEY, SERVER, create_app
+from .app import SERVER, create_app, shutdown
 from .broker import Broker
 from .metrics import Metrics
 from .scaleout import create_broker
-from .settings import Settings, SettingsError
+from .settings import SHUTDOWN_SECONDS, Settings, SettingsError
 
 logger = logging.getLogger(__package__)
 
-#: Seconds the server waits for open requests after SIGTERM, well inside ``docker stop``'s 10 s.
-SHUTDOWN_TIMEOUT = 5.0
 #: Seconds a connection may take to send a whole request, or stay idle between two requests.
 IDLE_TIMEOUT = 5.0
 
@@ -47,7 +45,8 @@ async def serve(settings: Settings, broker: Broker, metrics: Metrics) -> None:
         app,
         access_log=None,
         handle_signals=False,
-        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        # Open requests are waited for within what is left of the shutdown's budget (app.shutdown).
+        shutdown_timeout=SHUTDOWN_SECONDS,
         # Half-sent requests and idle keep-alive connections are closed (no slowloris).
         keepalive_timeout=IDLE_TIMEOUT,
     )
@@ -65,15 +64,12 @@ async def serve(settings: Settings, broker: Broker, metrics: Metrics) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        # Deploys send SIGTERM: stop accepting, close WebSockets with 1012 over DRAIN_SECONDS
-        # (1001 for any left), exit within 10 s.
+        # Deploys send SIGTERM: close WebSockets with 1012 over DRAIN_SECONDS (1001 for any
+        # left), stop, exit within the platform's 10 s.
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     logger.info("shutting down")
-    # Reconnects spread over DRAIN_SECONDS, not one wave at the next containers; the health
-    # check keeps answering meanwhile.
-    await app[HUB_KEY].drain(settings.drain_seconds)
-    await runner.cleanup()
+    await shutdown(runner)
     logger.info("stopped")
 
 

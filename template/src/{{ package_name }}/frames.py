@@ -14,7 +14,7 @@ and, before aiohttp parses the frame:
 Once a client is past any of these, nothing more of what it sends is parsed, nor even read: the
 frames before the offending one go to aiohttp's parser, reading stops, and the connection's
 reader gets a :class:`FrameRefusal` after them (``message.type`` ``ERROR``), on which
-:func:`~.protocol.next_message` closes the connection. Payload bytes are never copied or looked
+:func:`~.session.next_message` closes the connection. Payload bytes are never copied or looked
 at here.
 
 The touch-point with aiohttp's internals, tested with aiohttp 3.14 (pinned ``<3.15``): the

@@ -1,4 +1,8 @@
-"""The messages a client sends on its connection: subscribe, unsubscribe, publish, and the rest.
+"""A client's session: its connection read frame by frame, and its requests answered in turn.
+
+:func:`next_message` reads (and answers the control frames of) a client's WebSocket; a
+:class:`Session` answers the client's requests through the hub's role :class:`SessionHub`, from
+:meth:`Session.join` to :meth:`Session.close`, and closes its connection when its token expires.
 
 Every frame a client sends is a JSON object with a ``type``:
 
@@ -31,14 +35,15 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from .frames import OVER_ALLOWANCE, FrameRefusal
 from .guards import TokenBucket, is_valid_channel, is_valid_close_code, parse_json
 from .hooks import Connection, Hooks, Refusal
-from .hub import Hub, HubUnavailable, Member
+from .hub import Dialect, HubUnavailable, Member
+from .metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -143,11 +148,60 @@ def close_when_expired(
     return asyncio.get_running_loop().call_later(max(seconds, 0.0), close)
 
 
+class SessionHub(Protocol):
+    """What a session needs of the hub: its client's place in it, channels, sends and publishes.
+
+    :class:`~.hub.Hub` is one; a session never sees the rest of it (producers, drain, brokers).
+    """
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    def join(
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        last_id: int | None,
+        dialect: Dialect | None = None,
+    ) -> None: ...
+
+    def leave(self, ws: web.WebSocketResponse) -> None: ...
+
+    def send(self, ws: web.WebSocketResponse, message: dict[str, object]) -> bool: ...
+
+    def subscriptions(self, ws: web.WebSocketResponse) -> int: ...
+
+    def is_subscribed(self, ws: web.WebSocketResponse, channel: str) -> bool: ...
+
+    def has_channel(self, channel: str) -> bool: ...
+
+    async def subscribe(
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        channel: str,
+        last_id: int | None,
+        member: Member | None,
+        *,
+        counted: bool = False,
+    ) -> None: ...
+
+    def unsubscribe(self, ws: web.WebSocketResponse, channel: str) -> None: ...
+
+    def take_publish(self, channel: str) -> str | None: ...
+
+    async def broadcast(self, data: object, channel: str | None = None) -> int: ...
+
+
 class Session:
-    """One connection's requests, answered in turn.
+    """One connection's requests, answered in turn, from :meth:`join` to :meth:`close`.
+
+    Made as soon as the client's WebSocket is prepared: from then on, the connection is closed
+    with 4001 when its token expires or ``max_connection_seconds`` are over
+    (:func:`close_when_expired`), until :meth:`close`.
 
     Args:
-        hub: The process's hub, which ``ws`` has joined.
+        hub: The process's hub.
         service: The project's hooks.
         ws: The client's WebSocket.
         transport: Its transport.
@@ -155,11 +209,12 @@ class Session:
         max_subscriptions: Channels the connection may subscribe to at once.
         max_new_channels_per_minute: Channels new to the process the connection may open per
             minute, with bursts of ``max_subscriptions`` (a reconnect to a new process).
+        max_connection_seconds: Longest life of the connection, whatever its token says.
     """
 
     def __init__(
         self,
-        hub: Hub,
+        hub: SessionHub,
         service: Hooks,
         ws: web.WebSocketResponse,
         transport: asyncio.Transport,
@@ -167,6 +222,7 @@ class Session:
         *,
         max_subscriptions: int,
         max_new_channels_per_minute: float,
+        max_connection_seconds: float,
     ) -> None:
         self._hub = hub
         self._ws = ws
@@ -179,6 +235,16 @@ class Session:
             asyncio.get_running_loop().time(),
             capacity=max(max_subscriptions, max_new_channels_per_minute / 60),
         )
+        self._expiry = close_when_expired(ws, connection, max_connection_seconds)
+
+    def join(self, last_id: int | None, dialect: Dialect | None = None) -> None:
+        """Take the client into the hub: broadcasts from ``last_id`` on, in ``dialect`` if any."""
+        self._hub.join(self._ws, self._transport, last_id, dialect)
+
+    def close(self) -> None:
+        """End the session once its connection is over: out of the hub, no expiry pending."""
+        self._expiry.cancel()
+        self._hub.leave(self._ws)
 
     async def handle(self, text: str) -> None:
         """Answer one text frame of the client."""
