@@ -2,7 +2,7 @@
 
 Also what every WebSocket endpoint shares (``socketio_server.py`` too, when there is one): the
 one upgrade test, admission (draining, origin, limits), the service's ``authenticate``, the
-connection's name in the log, the client's WebSocket and the opening of its :class:`~.session.Session`.
+connection's name in the log, the client's WebSocket and the opening of its session.
 """
 
 from __future__ import annotations
