@@ -407,12 +407,16 @@ def test_rendered_project_passes_its_own_checks_in_a_fresh_virtualenv(
 
 
 def defined_names(package: Path) -> set[str]:
-    """What the package's modules define: functions and classes, and ``Class.member``."""
+    """What the package's modules define: functions, classes and constants, and
+    ``Class.member``."""
     names: set[str] = set()
     for module in package.rglob("*.py"):
         for node in ast.parse(module.read_text(encoding="utf-8")).body:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
                 names.add(node.name)
+            if isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names |= {target.id for target in targets if isinstance(target, ast.Name)}
             if isinstance(node, ast.ClassDef):
                 names |= {
                     f"{node.name}.{member.name}"
