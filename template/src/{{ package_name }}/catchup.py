@@ -84,11 +84,11 @@ class AwaitDelivery(NamedTuple):
 
 
 class AskHistory(NamedTuple):
-    """Ask the broker for at most ``count`` broadcasts after ``after``; report the answer to
+    """Ask the broker for at most ``most`` broadcasts after ``after``; report the answer to
     :meth:`~CatchUp.received`."""
 
     after: int
-    count: int
+    most: int
 
 
 class Gap(NamedTuple):

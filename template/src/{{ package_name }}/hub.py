@@ -852,8 +852,9 @@ class Hub:
                     case AwaitDelivery(seconds):
                         plan.waited(await _wait(stream.delivered, seconds))
                         step = None
-                    case AskHistory(after, count):
-                        step = plan.received(await self._broker.history(after, count, stream.channel))
+                    case AskHistory(after, most):
+                        missed = await self._broker.history(after, most, stream.channel)
+                        step = plan.received(missed)
                     case Gap(data):
                         transport.write(data)
                         return "gap"

@@ -35,10 +35,10 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
-from .inbound import OVER_ALLOWANCE, FrameRefusal
 from .guards import TokenBucket, is_valid_channel, is_valid_close_code, parse_json
 from .hooks import Connection, Hooks, Refusal
 from .hub import Hub, HubUnavailable, Member
+from .inbound import OVER_ALLOWANCE, FrameRefusal
 
 logger = logging.getLogger(__name__)
 
