@@ -722,7 +722,7 @@ class Hub:
         """
         # Framed once for every client (and once per dialect): a delivery is one transport.write,
         # with no coroutine. This bypasses aiohttp's per-send path (two coroutines and a copy),
-        # which cost 20-30 % of the fan-out's throughput (docs/performance.md).
+        # which cost 20-30 % of the fan-out's throughput (vip-skeleton's fan-out benchmark).
         data = text_frame(payload) if frame is None else frame
         dialects = self._dialects
         in_dialect: dict[Dialect, bytes] = {}
