@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
 from rendering import render, user_settings_kept_out
 
 
