@@ -22,10 +22,10 @@ from aiohttp import WSMsgType, hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .broker import PublishInProgress
-from .inbound import ClientWebSocket
 from .guards import Allowance, client_address, is_valid_channel, origin_allowed, parse_json
 from .hooks import Connection, connection_token
 from .hub import HubUnavailable
+from .inbound import ClientWebSocket
 from .keys import (
     ADMISSION_KEY,
     HUB_KEY,
