@@ -91,8 +91,10 @@ class Broker(Protocol):
     #: Whether other processes share this broker: a client may then come from a process that
     #: has delivered broadcasts this one has not yet.
     shared: ClassVar[bool]
-    #: The producers' leases, shared as widely as the broadcasts; given up when the broker stops.
-    leases: Leases
+
+    @property
+    def leases(self) -> Leases:
+        """The producers' leases, shared as widely as the broadcasts; given up when it stops."""
 
     async def start(self, receiver: Receiver) -> None:
         """Begin delivering broadcasts to ``receiver``; never waits for a remote service."""

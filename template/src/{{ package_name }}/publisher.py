@@ -88,7 +88,7 @@ class Publisher:
         budget = self._budgets.get(task)
         if budget is None:
             budget = self._budgets[task] = TokenBucket(self._rate, loop.time())
-        while not budget.take(1, loop.time()):
+        while not budget.take(1, loop.time()):  # noqa: ASYNC110 - paced by the clock alone
             await asyncio.sleep(budget.wait(1, loop.time()))
         await asyncio.sleep(0)  # a broadcast may make no other pause: let the loop run others
         return await self._hub.broadcast(data, channel)
@@ -135,4 +135,4 @@ async def run_producer(producer: Coroutine[Any, Any, None]) -> None:
     try:
         await producer
     except Exception:
-        logger.exception("producer %s failed", producer.__qualname__)
+        logger.exception("producer %s failed", getattr(producer, "__qualname__", producer))
