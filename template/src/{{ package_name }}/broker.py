@@ -100,7 +100,7 @@ class Broker(Protocol):
         """Begin delivering broadcasts to ``receiver``; never waits for a remote service."""
 
     async def stop(self) -> None:
-        """Stop delivering, give up the leases held, and close connections."""
+        """Stop delivering, give up held leases, and close connections."""
 
     async def publish(self, data: str, channel: str | None = None) -> int:
         """Broadcast ``data`` (JSON text) on ``channel`` to every process and return its id.
