@@ -36,6 +36,7 @@ from .keys import (
     ADMISSION_KEY,
     HUB_KEY,
     METRICS_KEY,
+    PUBLISHER_KEY,
     REFUSALS_KEY,
     SERVICE_KEY,
     SETTINGS_KEY,
@@ -43,6 +44,7 @@ from .keys import (
 )
 from .logs import RefusalLog
 from .metrics import Metrics
+from .publisher import Publisher, run_producer
 from .service import Service
 from .settings import SHUTDOWN_SECONDS, WEBSOCKET_PATH_PREFIXES, Settings
 
@@ -129,7 +131,8 @@ async def _run_hub_services(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(_measure_loop_lag(app[METRICS_KEY])),
     ]
     if not settings.bench:  # bench mode broadcasts on demand only
-        tasks += [asyncio.create_task(work) for work in app[SERVICE_KEY].producers(hub)]
+        producers = app[SERVICE_KEY].producers(app[PUBLISHER_KEY])
+        tasks += [asyncio.create_task(run_producer(work)) for work in producers]
     yield
     for task in tasks:
         task.cancel()
@@ -176,6 +179,8 @@ def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> web.Appl
         channel_publishes_per_second=settings.channel_publishes_per_second,
         metrics=metrics,
     )
+    # What the service's producers get of the hub: broadcasts, its clients' presence, leases.
+    app[PUBLISHER_KEY] = Publisher(app[HUB_KEY], broker.leases, settings.publishes_per_second)
     app[METRICS_KEY] = metrics
     app[REFUSALS_KEY] = RefusalLog(logger)
     app[UNJOINED_KEY] = set()
