@@ -33,14 +33,28 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from servers import free_port
 
-STACKS = ("aiohttp", "lean")
+if TYPE_CHECKING:
+    from aiohttp import web
+    from websockets.protocol import Protocol
+
+    Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+STACKS = ("aiohttp", "lean", "handover")
 #: Connections opened at once by the client: beyond the server's accept backlog they would wait.
 OPENING_AT_ONCE = 500
+#: The largest message a client may send, in bytes.
+MAX_SIZE = 65_536
+#: The most bytes of a GET request (its head and what follows it) that :class:`HttpFront` keeps
+#: until aiohttp answers: as much as aiohttp buffers behind an upgrade request before it pauses.
+PENDING_LIMIT = 65_536
+#: The Origin that the ``handover`` stack's handler accepts.
+ORIGIN = "https://example.com"
 
 
 def rss_kb(pid: int) -> int:
@@ -77,24 +91,33 @@ async def serve_aiohttp(port: int) -> None:
 
 
 class LeanConnection(asyncio.Protocol):
-    """One WebSocket, handshake included, parsed by ``websockets``' sans-I/O protocol."""
+    """One WebSocket driven by callbacks, its frames parsed by ``websockets``' sans-I/O ``codec``.
 
-    def __init__(self) -> None:
-        from websockets.server import ServerProtocol
+    A ``ServerProtocol`` in its opening state does the handshake too (the ``lean`` stack); a
+    ``Protocol`` created open takes a connection that aiohttp's handshake handed over. Text
+    messages are echoed; pings and the closing handshake are the codec's.
+    """
 
-        self.codec = ServerProtocol(max_size=65_536)
+    def __init__(self, codec: Protocol) -> None:
+        self.codec = codec
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        from websockets.frames import Frame, Opcode
         from websockets.http11 import Request
+        from websockets.server import ServerProtocol
 
-        self.codec.receive_data(data)
-        for event in self.codec.events_received():
+        codec = self.codec
+        codec.receive_data(data)
+        for event in codec.events_received():
             if isinstance(event, Request):
-                self.codec.send_response(self.codec.accept(event))
+                assert isinstance(codec, ServerProtocol)
+                codec.send_response(codec.accept(event))
+            elif isinstance(event, Frame) and event.opcode is Opcode.TEXT and event.fin:
+                codec.send_text(event.data)
         self.flush()
 
     def eof_received(self) -> None:
@@ -102,6 +125,7 @@ class LeanConnection(asyncio.Protocol):
         self.flush()
 
     def flush(self) -> None:
+        """Write what the codec has to send; close the transport when it says so."""
         assert self.transport is not None
         for chunk in self.codec.data_to_send():
             if chunk:
@@ -110,10 +134,240 @@ class LeanConnection(asyncio.Protocol):
                 self.transport.close()
 
 
+def lean_connection() -> LeanConnection:
+    """A connection of the ``lean`` stack: the handshake is the codec's own."""
+    from websockets.server import ServerProtocol
+
+    return LeanConnection(ServerProtocol(max_size=MAX_SIZE))
+
+
+def open_connection() -> LeanConnection:
+    """A connection that aiohttp's handshake handed over: its codec starts open."""
+    from websockets.protocol import Protocol, Side
+
+    return LeanConnection(Protocol(Side.SERVER, max_size=MAX_SIZE))
+
+
 async def serve_lean(port: int) -> None:
     """Serve WebSockets with one :class:`LeanConnection` per connection, until cancelled."""
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(LeanConnection, "127.0.0.1", port, backlog=4096)
+    server = await loop.create_server(lean_connection, "127.0.0.1", port, backlog=4096)
+    async with server:
+        await server.serve_forever()
+
+
+class HttpFront(asyncio.Protocol, asyncio.Transport):
+    """aiohttp's server on one connection, until a WebSocket handshake hands the connection over.
+
+    The protocol of every accepted connection, and the transport of the request handler that
+    aiohttp's ``web.Server`` (a protocol factory) makes for it: bytes, writes and flow control
+    pass through both ways, and a GET request's bytes received since aiohttp last wrote are
+    copied, so that the handshake's head is known and what the client sent behind it is not
+    lost. After :meth:`hand_over` the socket's transport has another protocol and the request
+    handler has lost its connection: nothing of aiohttp's stays with the connection.
+    """
+
+    __slots__ = ("http", "pending", "transport")
+
+    def __init__(self, http: web.RequestHandler) -> None:
+        self.http = http
+        self.transport: asyncio.Transport | None = None
+        #: A GET request's bytes received since aiohttp last wrote (``None``: another method, or
+        #: more than :data:`PENDING_LIMIT`).
+        self.pending: bytearray | None = bytearray()
+
+    # The socket's side: asyncio.Protocol.
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.http.connection_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        pending = self.pending
+        if pending is not None:
+            pending += data
+            if len(pending) > PENDING_LIMIT or not pending.startswith(b"GET "[: len(pending)]):
+                self.pending = None
+        self.http.data_received(data)
+
+    def eof_received(self) -> None:
+        self.http.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.http.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.http.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.http.resume_writing()
+
+    # aiohttp's side: asyncio.Transport, the socket's own until the connection is handed over.
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.pending = bytearray()
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
+        self.pending = bytearray()
+        if self.transport is not None:
+            self.transport.writelines(list_of_data)
+
+    def write_eof(self) -> None:
+        if self.transport is not None:
+            self.transport.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return self.transport is not None and self.transport.can_write_eof()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def is_closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if self.transport is None:
+            return default
+        return self.transport.get_extra_info(name, default)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self.http
+
+    def is_reading(self) -> bool:
+        return self.transport is not None and self.transport.is_reading()
+
+    def pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def get_write_buffer_size(self) -> int:
+        return 0 if self.transport is None else self.transport.get_write_buffer_size()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (0, 0) if self.transport is None else self.transport.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if self.transport is not None:
+            self.transport.set_write_buffer_limits(high, low)
+
+    # The handover.
+
+    def hand_over(self, request: web.BaseRequest, response: bytes, to: asyncio.Protocol) -> None:
+        """Write ``response`` (the 101) and give the connection to the protocol ``to``.
+
+        ``to`` receives ``connection_made`` with the socket's transport, then the bytes that
+        arrived behind ``request``'s head, if any. aiohttp's request handler sees its
+        connection lost, and whatever it writes afterwards goes nowhere.
+
+        Raises:
+            ConnectionResetError: the connection closed meanwhile.
+            ValueError: the bytes of ``request`` are not known: it came pipelined behind
+                another request, or its head and what followed it exceed :data:`PENDING_LIMIT`.
+        """
+        transport, pending = self.transport, self.pending
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the connection closed during the handshake")
+        version = request.version
+        line = f"GET {request.raw_path} HTTP/{version.major}.{version.minor}\r\n".encode()
+        end = -1 if pending is None else pending.find(b"\r\n\r\n")
+        if pending is None or end < 0 or not pending.startswith(line):
+            raise ValueError("the handshake's bytes are not known: pipelined or too long")
+        self.transport = self.pending = None
+        transport.set_protocol(to)
+        to.connection_made(transport)
+        transport.write(response)
+        self.http.connection_lost(None)
+        if len(pending) > end + 4:
+            to.data_received(bytes(pending[end + 4 :]))
+
+
+def hand_over(request: web.Request, to: asyncio.Protocol) -> web.StreamResponse:
+    """Answer ``request``, a WebSocket handshake, and give its connection to the protocol ``to``.
+
+    ``websockets``' ``ServerProtocol.accept()`` checks the handshake's headers and writes the
+    101. A handler returns what this returns: a refusal (400, 426) for aiohttp to send, or, once
+    the connection is handed over, a 101 that aiohttp only logs (the connection is no longer
+    aiohttp's to write to).
+    """
+    from aiohttp import web
+    from websockets.datastructures import Headers
+    from websockets.http11 import Request
+    from websockets.server import ServerProtocol
+
+    front = request.transport
+    if not isinstance(front, HttpFront):
+        raise TypeError("the connection is not served through HttpFront")
+    if request.body_exists:
+        raise web.HTTPBadRequest(text="A WebSocket handshake has no body.\n")
+    response = ServerProtocol().accept(Request(request.raw_path, Headers(request.headers.items())))
+    if response.status_code != 101:
+        return web.Response(
+            status=response.status_code,
+            headers=list(response.headers.raw_items()),
+            body=bytes(response.body),
+        )
+    front.hand_over(request, response.serialize(), to)
+    return web.Response(status=101)
+
+
+def handover_app() -> web.Application:
+    """An aiohttp app that checks a handshake and hands its connection to :func:`open_connection`.
+
+    A middleware counts the handshakes (admission would go there); the handler checks the
+    Origin, as the generated app's endpoint does, before the handover; ``/health`` is plain HTTP.
+    """
+    from aiohttp import web
+
+    handshakes = 0
+
+    @web.middleware
+    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal handshakes
+        handshakes += 1
+        return await handler(request)
+
+    async def endpoint(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Origin", ORIGIN) != ORIGIN:
+            raise web.HTTPForbidden(text="Origin not allowed.\n")
+        return hand_over(request, open_connection())
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    app = web.Application(middlewares=[count])
+    app.router.add_get("/_ws/", endpoint)
+    app.router.add_get("/health", health)
+    return app
+
+
+async def start_handover(port: int) -> tuple[web.AppRunner, asyncio.Server]:
+    """Start :func:`handover_app` on ``port``, each connection behind an :class:`HttpFront`."""
+    from aiohttp import web
+
+    runner = web.AppRunner(handover_app(), access_log=None)
+    await runner.setup()
+    http = runner.server
+    assert http is not None
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: HttpFront(http()), "127.0.0.1", port, backlog=4096)
+    return runner, server
+
+
+async def serve_handover(port: int) -> None:
+    """Serve :func:`handover_app` until cancelled."""
+    _runner, server = await start_handover(port)
     async with server:
         await server.serve_forever()
 
@@ -123,7 +377,8 @@ def serve(stack: str, port: int) -> None:
     raise_file_limit()
     with contextlib.suppress(ImportError):
         asyncio.set_event_loop_policy(importlib.import_module("uvloop").EventLoopPolicy())
-    asyncio.run(serve_aiohttp(port) if stack == "aiohttp" else serve_lean(port))
+    servers = {"aiohttp": serve_aiohttp, "lean": serve_lean, "handover": serve_handover}
+    asyncio.run(servers[stack](port))
 
 
 def upgrade_request(port: int) -> bytes:
@@ -131,7 +386,8 @@ def upgrade_request(port: int) -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
     return (
         f"GET /_ws/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"Origin: {ORIGIN}\r\n\r\n"
     ).encode()
 
 
