@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import gc
 import importlib
 import os
 import resource
@@ -33,6 +34,7 @@ import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -407,6 +409,116 @@ async def open_connections(port: int, count: int) -> list[asyncio.StreamWriter]:
     return list(await asyncio.gather(*(open_one() for _ in range(count))))
 
 
+def client_frame(opcode: int, payload: bytes) -> bytes:
+    """A final, masked frame as a client sends it (a payload under 126 bytes)."""
+    mask = os.urandom(4)
+    masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """The opcode and payload of the server's next frame (unmasked, under 126 bytes)."""
+    first, length = await reader.readexactly(2)
+    return first & 0x0F, await reader.readexactly(length)
+
+
+async def handshake(port: int, behind: bytes = b"") -> tuple[asyncio.StreamReader, Any]:
+    """Open a WebSocket to ``port``, ``behind`` sent in the same write as the request."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(upgrade_request(port) + behind)
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return reader, writer
+
+
+def alive(*types: type) -> list[object]:
+    """The objects of ``types`` that the garbage collector still tracks, after a collection."""
+    gc.collect()
+    return [thing for thing in gc.get_objects() if isinstance(thing, types)]
+
+
+async def check_handover(count: int) -> None:
+    """Check the ``handover`` stack on real sockets in this process, then its Python memory.
+
+    Prints each check as it passes; an ``AssertionError`` says which one failed.
+    """
+    from aiohttp import web
+
+    port = free_port()
+    runner, server = await start_handover(port)
+    aiohttp_objects = (web.RequestHandler, web.BaseRequest, web.StreamResponse)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
+        assert await reader.readexactly(3) == b"ok\n"
+        writer.write(upgrade_request(port) + client_frame(0x1, b"early"))
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
+        assert await read_frame(reader) == (0x1, b"early")
+        print("ok: a handshake on a kept-alive connection, a frame pipelined behind it echoed")
+        writer.write(client_frame(0x1, b"late"))
+        assert await read_frame(reader) == (0x1, b"late")
+        print("ok: a frame sent after the 101 echoed")
+        await asyncio.sleep(0.1)
+        assert not alive(*aiohttp_objects), alive(*aiohttp_objects)
+        assert asyncio.all_tasks() == {asyncio.current_task()}, asyncio.all_tasks()
+        print("ok: no request handler, request, response or task of aiohttp's left")
+        (connection,) = alive(LeanConnection)
+        assert isinstance(connection, LeanConnection)
+        connection.codec.send_ping(b"beat")
+        connection.flush()
+        assert await read_frame(reader) == (0x9, b"beat")
+        writer.write(client_frame(0xA, b"beat"))
+        print("ok: a ping from the server answered")
+        connection.codec.send_close(1001, "bye")
+        connection.flush()
+        assert await read_frame(reader) == (0x8, (1001).to_bytes(2, "big") + b"bye")
+        writer.write(client_frame(0x8, (1001).to_bytes(2, "big")))
+        assert await reader.read() == b""
+        print("ok: a closing handshake started by the server, then the server closed TCP")
+        writer.close()
+
+        reader, writer = await handshake(port)
+        writer.write(client_frame(0x8, (1000).to_bytes(2, "big")))
+        assert await read_frame(reader) == (0x8, (1000).to_bytes(2, "big"))
+        assert await reader.read() == b""
+        print("ok: a closing handshake started by the client")
+        writer.close()
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(upgrade_request(port).replace(ORIGIN.encode(), b"https://evil.example"))
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 403 ")
+        assert await reader.readuntil(b"\n") == b"Origin not allowed.\n"
+        writer.write(upgrade_request(port).replace(b"Sec-WebSocket-Version: 13", b"X: y"))
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
+        print("ok: aiohttp answers a refused Origin (403), then a bad handshake (400)")
+        writer.close()
+
+        tracemalloc.start()
+        before = tracemalloc.take_snapshot()
+        writers = await open_connections(port, count)
+        await asyncio.sleep(0.5)
+        assert not alive(*aiohttp_objects)
+        after = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        print(f"ok: {count} handed-over connections open, nothing of aiohttp's alive")
+        by_file: dict[str, int] = {}
+        for stat in after.compare_to(before, "filename"):
+            name = stat.traceback[0].filename
+            library = next((lib for lib in ("aiohttp", "websockets") if f"/{lib}/" in name), None)
+            key = library or Path(name).name
+            by_file[key] = by_file.get(key, 0) + stat.size_diff
+        for name in ("aiohttp", "websockets", "lean_probe.py", "streams.py"):
+            note = " (the client's)" if name == "streams.py" else ""
+            size = by_file.get(name, 0) / count
+            print(f"  Python memory per connection in {name}: {size:.0f} B{note}")
+        for client in writers:
+            client.close()
+    finally:
+        server.close()
+        await runner.cleanup()
+
+
 def wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
     """Return once something accepts connections on ``port``."""
     import socket
@@ -463,11 +575,19 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--serve", choices=STACKS, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--check", action="store_true", help="check the handover stack in this process instead"
+    )
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port)
         return
     raise_file_limit()
+    if args.check:
+        with contextlib.suppress(ImportError):
+            asyncio.set_event_loop_policy(importlib.import_module("uvloop").EventLoopPolicy())
+        asyncio.run(check_handover(min(args.connections, 1000)))
+        return
     results = {stack: measure(stack, args.connections) for stack in STACKS}
     print(f"{'stack':10} {'RSS before':>12} {'RSS after':>12} {'KB/conn':>9} {'opened/s':>10}")
     for result in results.values():
