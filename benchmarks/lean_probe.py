@@ -10,10 +10,11 @@ stacks:
 - ``lean``: an ``asyncio.Protocol`` per connection driven by callbacks, no task and no future;
   the handshake and every client frame go through ``websockets``' sans-I/O ``ServerProtocol``
   (public API, made for this use), which stays as the connection's frame codec;
-- ``handover``: aiohttp serves the connection (a middleware, a handler that checks the Origin)
-  behind an :class:`HttpFront`, until the handler hands it over: ``websockets`` writes the 101,
-  the socket's transport gets a lean protocol whose codec starts open
-  (``Transport.set_protocol``), and aiohttp's request handler sees its connection lost.
+- ``handover``: aiohttp serves the connection (a middleware, a handler that checks the Origin,
+  ``WebSocketResponse.can_prepare()``) behind an :class:`HttpFront`, until the handler hands it
+  over: the 101 is written, the socket's transport gets a lean protocol whose ``websockets`` codec
+  starts open (``Transport.set_protocol``), and aiohttp's request handler sees its connection
+  lost.
 
 Run it with the interpreter of an environment that has aiohttp, websockets and uvloop::
 
@@ -35,6 +36,7 @@ import asyncio
 import base64
 import contextlib
 import gc
+import hashlib
 import importlib
 import os
 import resource
@@ -63,6 +65,8 @@ MAX_SIZE = 65_536
 #: The most bytes of a GET request (its head and what follows it) that :class:`HttpFront` keeps
 #: until aiohttp answers: as much as aiohttp buffers behind an upgrade request before it pauses.
 PENDING_LIMIT = 65_536
+#: What a server appends to the client's key before hashing it (RFC 6455, section 1.3).
+WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #: The Origin that the ``handover`` stack's handler accepts.
 ORIGIN = "https://example.com"
 
@@ -312,30 +316,27 @@ class HttpFront(asyncio.Protocol, asyncio.Transport):
 def hand_over(request: web.Request, to: asyncio.Protocol) -> web.StreamResponse:
     """Answer ``request``, a WebSocket handshake, and give its connection to the protocol ``to``.
 
-    ``websockets``' ``ServerProtocol.accept()`` checks the handshake's headers and writes the
-    101. A handler returns what this returns: a refusal (400, 426) for aiohttp to send, or, once
-    the connection is handed over, a 101 that aiohttp only logs (the connection is no longer
-    aiohttp's to write to).
+    aiohttp's ``WebSocketResponse.can_prepare()`` checks the handshake's headers (public API,
+    the checks of ``prepare()`` without its writing); the 101 is RFC 6455's (section 4.2.2). A
+    handler returns what this returns: a 101 that aiohttp only logs, since the connection is no
+    longer aiohttp's to write to.
+
+    Raises:
+        HTTPBadRequest: not a WebSocket handshake, or one that came pipelined behind another
+            request on its connection.
     """
     from aiohttp import web
-    from websockets.datastructures import Headers
-    from websockets.http11 import Request
-    from websockets.server import ServerProtocol
 
     front = request.transport
     if not isinstance(front, HttpFront):
         raise TypeError("the connection is not served through HttpFront")
-    if request.body_exists:
-        raise web.HTTPBadRequest(text="A WebSocket handshake has no body.\n")
-    response = ServerProtocol().accept(Request(request.raw_path, Headers(request.headers.items())))
-    if response.status_code != 101:
-        return web.Response(
-            status=response.status_code,
-            headers=list(response.headers.raw_items()),
-            body=bytes(response.body),
-        )
+    if request.body_exists or not web.WebSocketResponse().can_prepare(request).ok:
+        raise web.HTTPBadRequest(text="Not a WebSocket handshake.\n")
+    key = request.headers["Sec-WebSocket-Key"].encode()
+    accept = base64.b64encode(hashlib.sha1(key + WEBSOCKET_GUID, usedforsecurity=False).digest())
+    response = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     try:
-        front.hand_over(request, response.serialize(), to)
+        front.hand_over(request, response + b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n", to)
     except ValueError:
         raise web.HTTPBadRequest(text="Send the WebSocket handshake on its own.\n") from None
     return web.Response(status=101)
