@@ -145,7 +145,9 @@ def close_when_expired(
     return asyncio.get_running_loop().call_later(max(seconds, 0.0), close)
 
 
-async def open_connection(service: Hooks, connection: Connection, ws: web.WebSocketResponse) -> bool:
+async def open_connection(
+    service: Hooks, connection: Connection, ws: web.WebSocketResponse
+) -> bool:
     """Ask the service's ``on_connect`` about ``connection``, which joined the hub; return
     whether its messages may be read.
 
