@@ -18,7 +18,7 @@ from conftest import NO_DOTENV, PACKAGE, Server, start_server_with_service, with
 from peers import Frame, Peer, of_type, on
 
 #: A service whose every hook misbehaves on a path of its own.
-MISBEHAVING = f'''
+MISBEHAVING = f"""
 import asyncio
 import logging
 
@@ -67,7 +67,7 @@ class Service(Hooks):
     def setup(self, app: web.Application) -> None:
         @web.middleware
         async def never_answers(request, handler):
-            if request.path.startswith("/hooks/"):
+            if request.path.startswith(("/hooks/", "/_ws/")):
                 return await handler(request)
             await asyncio.sleep(3600)
 
@@ -79,7 +79,7 @@ class Service(Hooks):
 
         app.middlewares.insert(0, never_answers)  # as first as a service can put it
         app.router.add_post("/hooks/{{name}}", webhook)
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -192,8 +192,9 @@ def test_on_disconnect_gets_the_close_code_and_what_it_raises_is_logged(
 
 
 def test_a_middleware_of_setup_never_holds_the_health_check(misbehaving: Server) -> None:
-    """The service's middleware, put first, never answers; the health check is answered anyway
-    (start_server waited for it), and the service's own route is served."""
+    """The service's middleware, put first, never answers but on its own paths and WebSockets'; the
+    health check is answered anyway (start_server waited for it), and the service's route is
+    served."""
     assert misbehaving.get("/cache-healthcheck?")[0] == 200
     assert misbehaving.get("/cache-healthcheck", method="HEAD")[0] == 200
 
