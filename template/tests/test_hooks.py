@@ -171,6 +171,7 @@ def test_on_connect_that_refuses_or_fails_closes_that_connection_alone(
 
     asyncio.run(scenario())
     logged(misbehaving, log_line)
+    logged(misbehaving, f"left: /_ws/{path} {code}")  # on_disconnect follows, with the code
 
 
 def test_on_disconnect_gets_the_close_code_and_what_it_raises_is_logged(

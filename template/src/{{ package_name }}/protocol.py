@@ -173,14 +173,12 @@ async def open_connection(
     return True
 
 
-async def close_connection(service: Hooks, connection: Connection, code: int | None) -> None:
-    """Tell the service's ``on_disconnect`` that ``connection`` left the hub with ``code``
-    (None: it ended without a close, 1006); within ``HOOK_TIMEOUT``, whatever it raises logged."""
+async def close_connection(service: Hooks, connection: Connection, code: int) -> None:
+    """Tell the service's ``on_disconnect`` that ``connection`` left the hub, closed with
+    ``code``; within ``HOOK_TIMEOUT``, whatever it raises logged."""
     try:
         async with asyncio.timeout(HOOK_TIMEOUT):
-            await service.on_disconnect(
-                connection, WSCloseCode.ABNORMAL_CLOSURE if code is None else code
-            )
+            await service.on_disconnect(connection, code)
     except TimeoutError:
         logger.warning("on_disconnect took longer than %.0f s", HOOK_TIMEOUT)
     except Exception:
