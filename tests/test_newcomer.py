@@ -36,8 +36,9 @@ TEMPLATE_EDITS = {
 }
 
 #: The newcomer's service: every seam they need first, and nothing of the demo.
-SERVICE = '''"""A chat whose messages say who sent them, a greeting for each connection, a webhook that
-posts to the subscribers of ``hooks/<name>``, and a setting of our own: MAX_CHAT_LENGTH."""
+SERVICE = '''"""A chat whose messages say who sent them, a greeting for each connection, a
+webhook that posts to the subscribers of ``hooks/<name>``, and a setting of our own:
+MAX_CHAT_LENGTH."""
 
 from __future__ import annotations
 
@@ -81,8 +82,8 @@ class Service(Hooks):
 '''
 
 #: The newcomer's test of it.
-USER_TEST = f'''"""Our chat: greeted on connect, messages stamped with their sender, webhooks delivered, and
-MAX_CHAT_LENGTH honoured (and refused at start when bad)."""
+USER_TEST = f'''"""Our chat: greeted on connect, messages stamped with their sender, webhooks
+delivered, and MAX_CHAT_LENGTH honoured (and refused at start when bad)."""
 
 import asyncio
 import os
@@ -186,9 +187,8 @@ def test_a_newcomers_service_survives_a_template_release_with_no_conflict(tmp_pa
     assert f"_commit: {NEXT_RELEASE}\n" in (project / ".copier-answers.yml").read_text()
     assert service.read_text() == SERVICE
     for name in ("app.py", "hub.py", "settings.py"):
-        assert (project / "src" / PACKAGE / name).read_text().endswith(
-            f"# The next release's {name}.\n"
-        )
+        updated = (project / "src" / PACKAGE / name).read_text()
+        assert updated.endswith(f"# The next release's {name}.\n")
     suite = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_newcomer.py"],
         cwd=project,
