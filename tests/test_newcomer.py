@@ -19,7 +19,7 @@ from pathlib import Path
 import copier
 import pytest
 
-from cli_support import commit_all
+from cli_support import assert_no_conflict, commit_all
 from conftest import REPO_ROOT
 from rendering import git
 from vip_skeleton.source import import_snapshot
@@ -173,17 +173,7 @@ def test_a_newcomers_service_survives_a_template_release_with_no_conflict(tmp_pa
     git(upstream, "tag", NEXT_RELEASE)
     copier.run_update(project, defaults=True, overwrite=True, conflict="rej", quiet=True)
 
-    status = git(project, "status", "--porcelain", "--untracked-files=all").splitlines()
-    assert not [line for line in status if line.endswith(".rej")], status
-    assert not git(project, "diff", "--name-only", "--diff-filter=U").strip()
-    markers = subprocess.run(
-        ["git", "grep", "-l", "--untracked", "^<<<<<<< "],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert markers.returncode == 1, f"conflict markers in {markers.stdout}"
+    assert_no_conflict(project)
     assert f"_commit: {NEXT_RELEASE}\n" in (project / ".copier-answers.yml").read_text()
     assert service.read_text() == SERVICE
     for name in ("app.py", "hub.py", "settings.py"):
