@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,22 @@ def assert_no_conflict(project: Path) -> None:
         check=False,
     )
     assert markers.returncode == 1, f"conflict markers in {markers.stdout}"
+
+
+def run_project_tests(project: Path, *args: str) -> str:
+    """Run the tests of a generated ``project`` (pytest with ``args``) with this interpreter,
+    whose ``test`` extra holds the app's dependencies; assert they pass and return their output."""
+    suite = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=project,
+        env={**os.environ, "PYTHONPATH": str(project / "src")},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1200,
+    )
+    assert suite.returncode == 0, suite.stdout[-4000:] + suite.stderr[-2000:]
+    return suite.stdout
 
 
 def release(dest: Path, *, pre_release: bool = False, next_release: bool = False) -> Path:

@@ -11,15 +11,12 @@ WebSocket clients, with this interpreter (the ``test`` extra holds the app's dep
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import copier
 import pytest
 
-from cli_support import assert_no_conflict, commit_all
+from cli_support import assert_no_conflict, commit_all, run_project_tests
 from conftest import REPO_ROOT
 from rendering import git
 from vip_skeleton.source import import_snapshot
@@ -179,14 +176,4 @@ def test_a_newcomers_service_survives_a_template_release_with_no_conflict(tmp_pa
     for name in ("app.py", "hub.py", "settings.py"):
         updated = (project / "src" / PACKAGE / name).read_text()
         assert updated.endswith(f"# The next release's {name}.\n")
-    suite = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_newcomer.py"],
-        cwd=project,
-        env={**os.environ, "PYTHONPATH": str(project / "src")},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    assert suite.returncode == 0, suite.stdout[-4000:] + suite.stderr[-2000:]
-    assert "2 passed" in suite.stdout
+    assert "2 passed" in run_project_tests(project, "tests/test_newcomer.py")

@@ -10,9 +10,7 @@ interpreter (the ``test`` extra holds the generated app's dependencies), so no v
 from __future__ import annotations
 
 import io
-import os
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import copier
 import pytest
 from packaging.version import InvalidVersion, Version
 
-from cli_support import assert_no_conflict, commit_all
+from cli_support import assert_no_conflict, commit_all, run_project_tests
 from conftest import REPO_ROOT
 from vip_skeleton.source import SNAPSHOT_PATHS, import_snapshot
 
@@ -126,13 +124,4 @@ def test_a_project_of_a_release_updates_to_head_and_passes_its_suite(
     assert f"_commit: {HEAD_VERSION}\n" in (project / ".copier-answers.yml").read_text()
     if users_service is not None:
         assert service.read_text() == users_service
-    suite = subprocess.run(
-        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"],
-        cwd=project,
-        env={**os.environ, "PYTHONPATH": str(project / "src")},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1200,
-    )
-    assert suite.returncode == 0, suite.stdout[-4000:] + suite.stderr[-2000:]
+    run_project_tests(project, "-x")
