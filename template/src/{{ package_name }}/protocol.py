@@ -145,7 +145,7 @@ def close_when_expired(
     return asyncio.get_running_loop().call_later(max(seconds, 0.0), close)
 
 
-async def open_connection(
+async def call_on_connect(
     service: Hooks, connection: Connection, ws: web.WebSocketResponse
 ) -> bool:
     """Ask the service's ``on_connect`` about ``connection``, which joined the hub; return
@@ -173,7 +173,7 @@ async def open_connection(
     return True
 
 
-async def close_connection(service: Hooks, connection: Connection, code: int) -> None:
+async def call_on_disconnect(service: Hooks, connection: Connection, code: int) -> None:
     """Tell the service's ``on_disconnect`` that ``connection`` left the hub, closed with
     ``code``; within ``HOOK_TIMEOUT``, whatever it raises logged."""
     try:
