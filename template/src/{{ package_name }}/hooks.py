@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from .hub import Hub
+from .publisher import Publisher
 from .settings import Settings
 from .tokens import MAX_TOKEN_LENGTH, NO_GRANTS, Claims, InvalidToken, read_token
 
@@ -36,9 +36,10 @@ logger = logging.getLogger(__name__)
 BEARER_PROTOCOL = "bearer"
 #: The cookie a connection token may come in instead.
 TOKEN_COOKIE = "ws_token"  # noqa: S105 - a cookie name, not a secret
-#: What routes of the service's own (:meth:`Hooks.setup`) broadcast with:
-#: ``await request.app[PUBLISHER_KEY].broadcast(data, channel)``, as ``POST /_publish`` does.
-PUBLISHER_KEY = web.AppKey("publisher", Hub)
+#: The app's :class:`~.publisher.Publisher`, which producers get and routes of the service's own
+#: (:meth:`Hooks.setup`) broadcast with: ``await request.app[PUBLISHER_KEY].broadcast(data,
+#: channel)``.
+PUBLISHER_KEY = web.AppKey("publisher", Publisher)
 #: Where the default ``authenticate`` leaves the claims of the connection's token.
 TOKEN_CLAIMS = web.RequestKey("token_claims", Claims)
 
@@ -256,10 +257,12 @@ class Hooks:
         """
         raise Refusal("unknown message type")
 
-    def producers(self, hub: Hub) -> list[Coroutine[Any, Any, None]]:
-        """What runs for the app's lifetime and broadcasts through ``hub``; by default, nothing.
+    def producers(self, publisher: Publisher) -> list[Coroutine[Any, Any, None]]:
+        """What runs for the app's lifetime and broadcasts through ``publisher``; by default,
+        nothing.
 
-        Each is cancelled when the app stops. Outside benchmark mode (``BENCH=1``) only.
+        Each runs in a task of its own, is cancelled when the app stops, and ends alone if it
+        fails (logged). Outside benchmark mode (``BENCH=1``) only.
         """
         return []
 
