@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,38 @@ def commit_all(cwd: Path, message: str = "commit") -> None:
         git(cwd, "init", "-q")
     git(cwd, "add", "-A")
     git(cwd, "commit", "-q", "--allow-empty", "-m", message)
+
+
+def assert_no_conflict(project: Path) -> None:
+    """Assert an update left ``project`` without conflicts: no ``.rej`` file, no unmerged path,
+    no conflict markers."""
+    status = git(project, "status", "--porcelain", "--untracked-files=all").splitlines()
+    assert not [line for line in status if line.endswith(".rej")], status
+    assert not git(project, "diff", "--name-only", "--diff-filter=U").strip()
+    markers = subprocess.run(
+        ["git", "grep", "-l", "--untracked", "^<<<<<<< "],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert markers.returncode == 1, f"conflict markers in {markers.stdout}"
+
+
+def run_project_tests(project: Path, *args: str) -> str:
+    """Run the tests of a generated ``project`` (pytest with ``args``) with this interpreter,
+    whose ``test`` extra holds the app's dependencies; assert they pass and return their output."""
+    suite = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=project,
+        env={**os.environ, "PYTHONPATH": str(project / "src")},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1200,
+    )
+    assert suite.returncode == 0, suite.stdout[-4000:] + suite.stderr[-2000:]
+    return suite.stdout
 
 
 def release(dest: Path, *, pre_release: bool = False, next_release: bool = False) -> Path:

@@ -10,9 +10,7 @@ interpreter (the ``test`` extra holds the generated app's dependencies), so no v
 from __future__ import annotations
 
 import io
-import os
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -20,9 +18,8 @@ import copier
 import pytest
 from packaging.version import InvalidVersion, Version
 
-from cli_support import commit_all
+from cli_support import assert_no_conflict, commit_all, run_project_tests
 from conftest import REPO_ROOT
-from rendering import git
 from vip_skeleton.source import SNAPSHOT_PATHS, import_snapshot
 
 #: How many of the newest releases a project is updated from.
@@ -123,26 +120,8 @@ def test_a_project_of_a_release_updates_to_head_and_passes_its_suite(
 
     copier.run_update(project, defaults=True, overwrite=True, conflict="rej", quiet=True)
 
-    status = git(project, "status", "--porcelain", "--untracked-files=all").splitlines()
-    assert not [line for line in status if line.endswith(".rej")], status
-    assert not git(project, "diff", "--name-only", "--diff-filter=U").strip()
-    markers = subprocess.run(
-        ["git", "grep", "-l", "--untracked", "^<<<<<<< "],
-        cwd=project,
-        capture_output=True,
-        text=True,
-    )
-    assert markers.returncode == 1, f"conflict markers in {markers.stdout}"
+    assert_no_conflict(project)
     assert f"_commit: {HEAD_VERSION}\n" in (project / ".copier-answers.yml").read_text()
     if users_service is not None:
         assert service.read_text() == users_service
-    suite = subprocess.run(
-        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"],
-        cwd=project,
-        env={**os.environ, "PYTHONPATH": str(project / "src")},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1200,
-    )
-    assert suite.returncode == 0, suite.stdout[-4000:] + suite.stderr[-2000:]
+    run_project_tests(project, "-x")

@@ -132,9 +132,7 @@ def main() -> None:
         metrics = Metrics()
         broker = create_broker(settings, os.environ, metrics)
     except SettingsError as error:
-        named = re.match(r"[A-Z][A-Z0-9_]*", str(error))
-        where = f" (set in {dotenv})" if named and named.group() in from_dotenv else ""
-        sys.exit(f"error: {error}{where}")
+        sys.exit(_settings_error(error, dotenv, from_dotenv))
     # Logs go to stderr, one line per event: the platform collects stdout and stderr.
     logs.configure(settings.log_level, settings.log_format)
     with asyncio.Runner(loop_factory=_fastest_event_loop()) as runner:
@@ -142,6 +140,15 @@ def main() -> None:
             runner.run(serve(settings, broker, metrics))
         except ListenError as error:
             sys.exit(f"error: {error}")
+        except SettingsError as error:  # a setting of service.py's, read as create_app made it
+            sys.exit(_settings_error(error, dotenv, from_dotenv))
+
+
+def _settings_error(error: SettingsError, dotenv: Path, from_dotenv: set[str]) -> str:
+    """The one line a bad setting stops the process with, naming ``dotenv`` if it set it."""
+    named = re.match(r"[A-Z][A-Z0-9_]*", str(error))
+    where = f" (set in {dotenv})" if named and named.group() in from_dotenv else ""
+    return f"error: {error}{where}"
 
 
 def _raise_file_limit() -> None:

@@ -7,6 +7,8 @@ Routes (``endpoints.py``, and ``dialects.py`` for what a dialect adds):
     ``GET /_ws/...``                  WebSocket upgrades, all served by the one shared hub
     ``POST /_publish``                broadcasts for the app's backend (when PUBLISH_TOKEN is set)
     ``GET /metrics``                  Prometheus metrics (when METRICS_TOKEN is set)
+
+and the routes of ``service.py``'s ``setup(app)``.
 """
 
 from __future__ import annotations
@@ -30,13 +32,12 @@ from .endpoints import (
     websocket_endpoint,
 )
 from .guards import Admission, is_websocket_path, origin_allowed
-from .hooks import BEARER_PROTOCOL
+from .hooks import BEARER_PROTOCOL, PUBLISHER_KEY
 from .hub import Hub
 from .keys import (
     ADMISSION_KEY,
     HUB_KEY,
     METRICS_KEY,
-    PUBLISHER_KEY,
     REFUSALS_KEY,
     SERVICE_KEY,
     SETTINGS_KEY,
@@ -200,6 +201,10 @@ def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> web.Appl
     if settings.bench:
         bench.setup(app, app[HUB_KEY])  # its runs are cancelled before the hub stops
     app.on_response_prepare.append(set_response_headers)
+    app[SERVICE_KEY].setup(app)
+    # Whatever setup added, the platform's health check stays answered first.
+    app.middlewares.remove(health_check_first)
+    app.middlewares.insert(0, health_check_first)
     return app
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import logging
 import math
@@ -36,7 +37,7 @@ from .keys import (
     UNJOINED_KEY,
 )
 from .logs import CONNECTION
-from .session import Session, next_message
+from .session import Session, broadcast_within_budget, next_message
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -98,13 +99,15 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
         session.join(last_id)
         heard = request.app[HUB_KEY].heard
         try:
-            # Every frame counts against the client's allowance of messages and bytes.
-            while (message := await next_message(ws, heard)) is not None:
-                if message.type is WSMsgType.TEXT:
-                    await session.handle(message.data)
-                # Binary frames are ignored.
+            if await session.open():
+                # Every frame counts against the client's allowance of messages and bytes.
+                while (message := await next_message(ws, heard)) is not None:
+                    if message.type is WSMsgType.TEXT:
+                        await session.handle(message.data)
+                    # Binary frames are ignored.
         finally:
             session.close()
+            await session.ended(ws.ending_code)
         return ws
 
 
@@ -151,9 +154,12 @@ def open_session(
 ) -> Session:
     """Open the session of a client whose WebSocket ``ws`` is prepared; it has not joined yet.
 
-    The session's connection sends to its client alone (``Connection.send``), and is closed with
-    4001 when its token expires or ``MAX_CONNECTION_SECONDS`` are over. The caller joins it to the
-    hub (:meth:`~.session.Session.join`) and closes it (:meth:`~.session.Session.close`).
+    The session's connection sends to its client alone (``Connection.send``), publishes within the
+    budgets of clients' publishes (``Connection.broadcast``), and is closed with 4001 when its token
+    expires or ``MAX_CONNECTION_SECONDS`` are over. The caller joins it to the hub
+    (:meth:`~.session.Session.join`), asks the service's ``on_connect``
+    (:meth:`~.session.Session.open`), then closes it (:meth:`~.session.Session.close`) and tells
+    ``on_disconnect`` (:meth:`~.session.Session.ended`).
     """
     settings, hub = request.app[SETTINGS_KEY], request.app[HUB_KEY]
     connection = Connection(
@@ -161,6 +167,7 @@ def open_session(
         identity,
         request,
         lambda data: hub.send(ws, {"type": "message", "data": data}),
+        functools.partial(broadcast_within_budget, hub),
     )
     logger.debug("connection of %s", identity or "an anonymous client")
     return Session(

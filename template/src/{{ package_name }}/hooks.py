@@ -4,6 +4,14 @@
 never changed by ``copier update``) subclasses it and overrides the hooks it needs; a hook added by
 a later template version arrives here with a default, so an older ``service.py`` keeps working.
 
+Where each seam is: per connection, :meth:`Hooks.on_connect` and :meth:`Hooks.on_disconnect`;
+per request, the ``authorize_*`` hooks, :meth:`Hooks.prepare_publish` (what a client's publish
+sends) and :meth:`Hooks.on_message` (which may publish with :meth:`Connection.broadcast`); for the
+app, :meth:`Hooks.setup` (routes, middlewares and ``cleanup_ctx`` of your own, which publish
+through ``app[PUBLISHER_KEY]``) and :meth:`Hooks.producers`; for settings of your own,
+``settings.environ`` and the readers of ``settings.py`` (``read_str``, ``read_int``,
+``read_float``, ``read_bool``), in your ``__init__``.
+
 The defaults let anyone connect, anonymously, unless ``AUTH_SECRET`` is set: then a connection
 with a token (``tokens.py``) is who its token says, one without is an anonymous reader, and one
 with an invalid token gets 401 before any 101. A channel is open to a connection whose token
@@ -13,7 +21,7 @@ grants it (``channels``, ``publish``), and to nobody else until the service says
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -28,6 +36,10 @@ logger = logging.getLogger(__name__)
 BEARER_PROTOCOL = "bearer"
 #: The cookie a connection token may come in instead.
 TOKEN_COOKIE = "ws_token"  # noqa: S105 - a cookie name, not a secret
+#: The app's :class:`~.publisher.Publisher`, which producers get and routes of the service's own
+#: (:meth:`Hooks.setup`) broadcast with: ``await request.app[PUBLISHER_KEY].broadcast(data,
+#: channel)``.
+PUBLISHER_KEY = web.AppKey("publisher", Publisher)
 #: Where the default ``authenticate`` leaves the claims of the connection's token.
 TOKEN_CLAIMS = web.RequestKey("token_claims", Claims)
 
@@ -52,6 +64,7 @@ class Connection:
         identity: Who the client is, as ``authenticate`` said; None when anonymous.
         request: The handshake's request (headers, cookies, path).
         send: Writes one message to this client alone.
+        broadcast: Publishes on a channel, within the channel's budget of clients' publishes.
 
     Attributes:
         token: The claims of the connection's token, as the default ``authenticate`` read them;
@@ -67,11 +80,13 @@ class Connection:
         identity: str | None,
         request: web.Request,
         send: Callable[[object], bool],
+        broadcast: Callable[[str, object], Awaitable[int]],
     ) -> None:
         self.id = connection_id
         self.identity = identity
         self.request = request
         self._send = send
+        self._broadcast = broadcast
         self.token = request.get(TOKEN_CLAIMS)
         self.channels = NO_GRANTS if self.token is None else self.token.channels
         self.publish = NO_GRANTS if self.token is None else self.token.publish
@@ -90,6 +105,27 @@ class Connection:
             False if the connection is closing or was just cut off for reading too slowly.
         """
         return self._send(data)
+
+    async def broadcast(self, channel: str, data: object) -> int:
+        """Publish ``data`` on ``channel``, as the server's own publishes: every subscriber of
+        ``channel``, in every process, gets ``{"channel": channel, "id": N, "data": data}``.
+
+        For :meth:`Hooks.on_message`, whose client asks and the service decides what goes out:
+        ``data`` goes as given, not through :meth:`Hooks.prepare_publish` or
+        :meth:`Hooks.authorize_publish` (the service is its author). Each call is charged to
+        ``channel``'s and the process's budgets of clients' publishes
+        (``CHANNEL_PUBLISHES_PER_SECOND``, ``PUBLISHES_PER_SECOND``), so a client that triggers
+        it cannot flood a channel; it is bounded by the hook's ``HOOK_TIMEOUT``.
+
+        Returns:
+            The message's id in ``channel``.
+
+        Raises:
+            Refusal: A budget is spent, or the broker is unavailable: raised out of
+                ``on_message``, the client gets an error frame saying which.
+            ValueError: ``data`` holds a number JSON cannot carry (NaN or infinity).
+        """
+        return await self._broadcast(channel, data)
 
 
 class Hooks:
@@ -148,16 +184,56 @@ class Hooks:
         return connection.publish.allows(channel)
 
     async def prepare_publish(self, connection: Connection, channel: str, data: object) -> object:
-        """What the subscribers of ``channel`` get when ``connection`` publishes ``data``.
+        """What the subscribers of ``channel`` get when ``connection`` publishes ``data``: the
+        value returned is what is sent, as ``{"channel": C, "id": N, "data": <returned>}``.
 
         By default ``data`` itself, once :meth:`authorize_publish` allows it. Override it to
-        stamp what only the app knows, such as who sent it (``connection.member``), never taking
-        a client's word for it; refuse with :class:`Refusal`. It is the hook asked about every
-        publish of a client: :meth:`authorize_publish` is asked only by this default.
+        stamp what only the app knows, such as who sent it, never taking a client's word for it::
+
+            async def prepare_publish(self, connection, channel, data):
+                if not isinstance(data, dict) or not isinstance(data.get("text"), str):
+                    raise Refusal('a message is {"text": ...}')
+                return {"text": data["text"], "sender": connection.member}
+
+        Refuse with :class:`Refusal`. It is the hook asked about every publish of a client:
+        :meth:`authorize_publish` is asked only by this default.
         """
         if await self.authorize_publish(connection, channel, data) is False:
             raise Refusal("forbidden")
         return data
+
+    async def on_connect(self, connection: Connection) -> None:
+        """Called once for each connection, raw or Socket.IO, after it joined the hub and before
+        its first message is read; by default, nothing.
+
+        May greet it (``connection.send(...)``), note it, or refuse it. Within ``HOOK_TIMEOUT``
+        seconds: past them, or if it raises, the connection is closed with 1011 (clients come
+        back after their backoff) and the error logged; raise :class:`Refusal` to close it with
+        1008 and the refusal's reason (clients stop, as for a refusal of ``authenticate``). Only
+        that connection waits for it; :meth:`on_disconnect` is called after it in every case.
+        """
+
+    async def on_disconnect(self, connection: Connection, code: int) -> None:
+        """Called once for each connection :meth:`on_connect` was called for, after it left the
+        hub: its channels and presence are gone, ``connection.send`` sends nothing; by default,
+        nothing.
+
+        ``code`` is the connection's close code (1006 when it ended without a close). Within
+        ``HOOK_TIMEOUT`` seconds; what it raises, or a timeout, is logged and goes no further.
+        """
+
+    def setup(self, app: web.Application) -> None:
+        """Add routes, middlewares or ``cleanup_ctx`` of the service's own to ``app``; by
+        default, nothing.
+
+        Called once by ``create_app``, after the template's routes and contexts: a webhook is
+        ``app.router.add_post("/hooks/{name}", handler)``, and its handler broadcasts with
+        ``await request.app[PUBLISHER_KEY].broadcast(data, channel)``; a ``cleanup_ctx``
+        added here starts after the hub and stops before it. The platform's health check is
+        answered before any middleware added here runs (``create_app`` keeps its middleware
+        first). What the template serves (``/_ws/``, ``/_publish``, ``/cache-healthcheck``) is
+        not to be added again.
+        """
 
     def has_presence(self, channel: str) -> bool:
         """Whether ``channel``'s subscribers are told who is there; by default, no."""
@@ -175,8 +251,9 @@ class Hooks:
     async def on_message(self, connection: Connection, message: dict[str, Any]) -> None:
         """Handle a client's JSON object whose ``type`` is none of the protocol's own.
 
-        Reply with ``connection.send(...)``; raise :class:`Refusal` to answer with an error
-        frame, as the default does for every such message.
+        Reply with ``connection.send(...)``, publish with ``await connection.broadcast(channel,
+        data)``; raise :class:`Refusal` to answer with an error frame, as the default does for
+        every such message.
         """
         raise Refusal("unknown message type")
 

@@ -185,6 +185,27 @@ class ClientWebSocket(web.WebSocketResponse):
             protocols=(BEARER_PROTOCOL,),
         )
         self._allowance = allowance
+        self._closed_by_server_with: int | None = None
+
+    @property
+    def ending_code(self) -> int:
+        """The close code the connection ended with: the server's if it closed first, else the
+        client's; 1006 (abnormal closure) while open or after no close frame at all."""
+        if self._closed_by_server_with is not None:
+            return self._closed_by_server_with
+        return WSCloseCode.ABNORMAL_CLOSURE if self.close_code is None else self.close_code
+
+    async def close(
+        self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
+    ) -> bool:
+        """Close as aiohttp does, remembering ``code`` if the server is the first to close.
+
+        aiohttp's ``close_code`` is the client's once its close frame has come: the client's
+        code if it closed first, and its answer's (often 1000) if the server did.
+        """
+        if self.close_code is None and self._closed_by_server_with is None:
+            self._closed_by_server_with = code
+        return await super().close(code=code, message=message, drain=drain)
 
     def _post_start(
         self, request: BaseRequest, protocol: str | None, writer: WebSocketWriter

@@ -13,11 +13,9 @@ from .hooks import Hooks
 from .hub import Hub
 from .logs import RefusalLog
 from .metrics import Metrics
-from .publisher import Publisher
 from .settings import Settings
 
 HUB_KEY = web.AppKey("hub", Hub)
-PUBLISHER_KEY = web.AppKey("publisher", Publisher)
 SETTINGS_KEY = web.AppKey("settings", Settings)
 SERVICE_KEY = web.AppKey("service", Hooks)
 ADMISSION_KEY = web.AppKey("admission", Admission)

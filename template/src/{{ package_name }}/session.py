@@ -76,6 +76,8 @@ EXPIRY_GRACE_SECONDS = 2.0
 #: Part of ``MAX_CONNECTION_SECONDS`` over which the connections opened together are closed, so
 #: that a deploy's wave of connections does not come back as one wave hours later.
 LIFETIME_SPREAD = 0.1
+#: Longest close reason in a close frame, in bytes (RFC 6455: 125 less the code's two).
+MAX_CLOSE_REASON = 123
 #: The 4001 closes under way (a task's only strong reference).
 _CLOSING: set[asyncio.Future[bool]] = set()
 
@@ -194,6 +196,64 @@ class SessionHub(Protocol):
     async def broadcast(self, data: object, channel: str | None = None) -> int: ...
 
 
+async def call_on_connect(
+    service: Hooks, connection: Connection, ws: web.WebSocketResponse
+) -> bool:
+    """Ask the service's ``on_connect`` about ``connection``, which joined the hub; return
+    whether its messages may be read.
+
+    Within ``HOOK_TIMEOUT``: a :class:`Refusal` closes ``ws`` with 1008 and its reason; a
+    timeout or an error closes it with 1011, logged. Only this connection waits for it.
+    """
+    try:
+        async with asyncio.timeout(HOOK_TIMEOUT):
+            await service.on_connect(connection)
+    except Refusal as refusal:
+        logger.info("on_connect refused the connection: %s (1008)", refusal.reason)
+        reason = refusal.reason.encode()[:MAX_CLOSE_REASON].decode(errors="ignore")
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason.encode())
+        return False
+    except TimeoutError:
+        logger.warning("on_connect took longer than %.0f s: closing (1011)", HOOK_TIMEOUT)
+        await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"the service did not answer")
+        return False
+    except Exception:
+        logger.exception("on_connect failed: closing (1011)")
+        await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"the service failed")
+        return False
+    return True
+
+
+async def call_on_disconnect(service: Hooks, connection: Connection, code: int) -> None:
+    """Tell the service's ``on_disconnect`` that ``connection`` left the hub, closed with
+    ``code``; within ``HOOK_TIMEOUT``, whatever it raises logged."""
+    try:
+        async with asyncio.timeout(HOOK_TIMEOUT):
+            await service.on_disconnect(connection, code)
+    except TimeoutError:
+        logger.warning("on_disconnect took longer than %.0f s", HOOK_TIMEOUT)
+    except Exception:
+        logger.exception("on_disconnect failed")
+
+
+async def broadcast_within_budget(hub: SessionHub, channel: str, data: object) -> int:
+    """Broadcast ``data`` on ``channel`` for a client, charged to the process's budgets of
+    clients' publishes; return its id.
+
+    Raises:
+        Refusal: A budget is spent, or the broker is unavailable (logged).
+        ValueError: ``data`` holds a number JSON cannot carry.
+    """
+    spent = hub.take_publish(channel)
+    if spent is not None:  # its members, each within its allowance, flood a room together
+        raise Refusal(PUBLISH_BUDGETS[spent])
+    try:
+        return await hub.broadcast(data, channel)
+    except HubUnavailable as error:
+        logger.warning("publish on %s failed: %s", channel, error)
+        raise Refusal("unavailable, try again") from None
+
+
 class Session:
     """One connection's requests, answered in turn, from :meth:`join` to :meth:`close`.
 
@@ -242,10 +302,20 @@ class Session:
         """Take the client into the hub: broadcasts from ``last_id`` on, in ``dialect`` if any."""
         self._hub.join(self._ws, self._transport, last_id, dialect)
 
+    async def open(self) -> bool:
+        """Ask the service's ``on_connect`` once joined; whether the client's messages may be
+        read (:func:`call_on_connect`: else the connection is closed already)."""
+        return await call_on_connect(self._service, self._connection, self._ws)
+
     def close(self) -> None:
         """End the session once its connection is over: out of the hub, no expiry pending."""
         self._expiry.cancel()
         self._hub.leave(self._ws)
+
+    async def ended(self, code: int) -> None:
+        """Tell the service's ``on_disconnect`` that the connection ended with ``code``, once
+        :meth:`open` was asked."""
+        await call_on_disconnect(self._service, self._connection, code)
 
     async def handle(self, text: str) -> None:
         """Answer one text frame of the client."""
@@ -348,15 +418,10 @@ class Session:
         )
         if prepared is _REFUSED:
             return
-        spent = self._hub.take_publish(channel)
-        if spent is not None:  # its members, each within its allowance, flood a room together
-            self._refuse("publish", channel, PUBLISH_BUDGETS[spent])
-            return
         try:
-            await self._hub.broadcast(prepared, channel)
-        except HubUnavailable as error:
-            logger.warning("publish on %s failed: %s", channel, error)
-            self._refuse("publish", channel, "unavailable, try again")
+            await broadcast_within_budget(self._hub, channel, prepared)
+        except Refusal as refusal:
+            self._refuse("publish", channel, refusal.reason)
 
     async def _ask(self, kind: str, channel: str | None, answer: Any) -> bool:
         """Await a hook's ``answer``: True if it allows; else the client has been told why."""
