@@ -45,8 +45,9 @@ async def serve(settings: Settings, broker: Broker, metrics: Metrics) -> None:
         app,
         access_log=None,
         handle_signals=False,
-        # Open requests are waited for within what is left of the shutdown's budget (app.shutdown).
-        shutdown_timeout=SHUTDOWN_SECONDS,
+        # Requests still open once the WebSockets are closed get half the shutdown's budget at
+        # most, as the drain (app.shutdown).
+        shutdown_timeout=SHUTDOWN_SECONDS / 2,
         # Half-sent requests and idle keep-alive connections are closed (no slowloris).
         keepalive_timeout=IDLE_TIMEOUT,
     )

@@ -56,6 +56,8 @@ HEALTH_CHECK_PATH = "/cache-healthcheck"
 SERVER = "app"
 #: Handshake headers an upgrade may carry once only (RFC 6455, section 4.1).
 SINGLE_HANDSHAKE_HEADERS = (hdrs.UPGRADE, hdrs.SEC_WEBSOCKET_KEY, hdrs.SEC_WEBSOCKET_VERSION)
+#: Seconds of ``SHUTDOWN_SECONDS`` kept for the process's own exit, once the app has stopped.
+EXIT_SECONDS = 1.0
 #: Seconds between two measures of the event loop's lag.
 LOOP_LAG_INTERVAL = 1.0
 #: The paths served, as the 404 for an upgrade anywhere else names them.
@@ -215,16 +217,16 @@ async def shutdown(runner: web.AppRunner) -> None:
     ``DRAIN_SECONDS``, so that their reconnects reach the other containers spread out, not in
     one wave; the health check keeps answering meanwhile. Close: the WebSockets that are left
     get 1001, each closing handshake within ``CLOSE_TIMEOUT``; the server stops listening, and
-    waits for open requests with what is left of the budget. Clean up: the producers stop, then
-    the hub's broker (``cleanup_ctx``). Past ``SHUTDOWN_SECONDS``, whatever is left is abandoned.
+    waits for open requests (``runner``'s ``shutdown_timeout``: half the budget at most, as the
+    drain). Clean up: the producers stop, then the hub's broker (``cleanup_ctx``). Whatever is
+    left when only ``EXIT_SECONDS`` of the budget remain is abandoned.
     """
     app = runner.app
-    deadline = asyncio.get_running_loop().time() + SHUTDOWN_SECONDS
     try:
-        async with asyncio.timeout_at(deadline):
+        async with asyncio.timeout(SHUTDOWN_SECONDS - EXIT_SECONDS):
             await app[HUB_KEY].drain(app[SETTINGS_KEY].drain_seconds)
             # Deploys stop the process: any client left reconnects to the next one.
             await app[HUB_KEY].close_all()
             await runner.cleanup()
     except TimeoutError:
-        logger.warning("shutdown took longer than %d s: abandoned", SHUTDOWN_SECONDS)
+        logger.warning("shutdown took longer than %.0f s: abandoned", SHUTDOWN_SECONDS - EXIT_SECONDS)
