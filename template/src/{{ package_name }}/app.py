@@ -229,4 +229,6 @@ async def shutdown(runner: web.AppRunner) -> None:
             await app[HUB_KEY].close_all()
             await runner.cleanup()
     except TimeoutError:
-        logger.warning("shutdown took longer than %.0f s: abandoned", SHUTDOWN_SECONDS - EXIT_SECONDS)
+        logger.warning(
+            "shutdown took longer than %.0f s: abandoned", SHUTDOWN_SECONDS - EXIT_SECONDS
+        )
