@@ -447,3 +447,38 @@ def test_every_name_in_the_readme_rule_table_exists(
     code = {name.removesuffix("()") for name in cited - files}
     missing |= code - defined_names(package)
     assert not missing, f"the README's rule table names what the render lacks: {sorted(missing)}"
+
+
+def imported_siblings(module: Path) -> set[str]:
+    """The modules of its own package that ``module`` imports (``from .x import ...``)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            names |= {node.module} if node.module else {alias.name for alias in node.names}
+    return names
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [{}, {"socketio_server": True}, {"redis": True}],
+    ids=["defaults", "socketio_server", "redis"],
+)
+def test_the_architecture_page_names_every_module_and_its_imports(
+    template_snapshot: Path, tmp_path: Path, answers: dict[str, Any]
+) -> None:
+    """docs/architecture.md's table has a row per module, with exactly the modules it imports."""
+    project = render(template_snapshot, tmp_path / "project", **answers)
+    package = project / "src" / "project"
+    page = (project / "docs" / "architecture.md").read_text()
+    table = page.partition("## The modules, and which imports which")[2].partition("\n## ")[0]
+    rows = [line.split("|")[1:3] for line in table.splitlines() if line.startswith("| `")]
+    documented = {
+        module.strip().strip("`").removesuffix(".py"): set(re.findall(r"`(\w+)`", imports))
+        for module, imports in rows
+    }
+    actual = {
+        module.stem: imported_siblings(module)
+        for module in package.glob("*.py")
+        if module.name != "__init__.py"
+    }
+    assert documented == actual
