@@ -14,14 +14,18 @@
 - :func:`parse_json`: what a client or the backend sends, as JSON any browser can read back,
   nested at most ``MAX_JSON_DEPTH`` levels.
 - :func:`is_valid_channel`: which channel names a client may use.
+- :class:`LoopShare`: the part of each event loop iteration that work which can wait (a
+  reconnect wave's batched subscribes) may take, so that the rest of the loop never waits on it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import math
 import re
+import time
 from collections import OrderedDict
 from typing import TypeGuard
 from urllib.parse import unquote, urlsplit
@@ -373,8 +377,55 @@ def _finite_float(text: str) -> float:
 
 
 def _depth(data: object, level: int = 1) -> int:
-    """How deeply ``data`` nests, counting up to one past ``MAX_JSON_DEPTH``."""
-    if level > MAX_JSON_DEPTH:
+    """How deeply ``data`` nests, counting up to one past ``MAX_JSON_DEPTH``.
+
+    A value inside a container is a level (``[1]`` is 2 deep, ``[]`` 1); only containers are
+    recursed into, so a flat message costs a pass over its values and no call per value.
+    """
+    if level > MAX_JSON_DEPTH or not data or not isinstance(data, dict | list):
         return level
-    children = data.values() if isinstance(data, dict) else data if isinstance(data, list) else ()
-    return max((_depth(child, level + 1) for child in children), default=level)
+    deepest = level + 1
+    for child in data.values() if isinstance(data, dict) else data:
+        if isinstance(child, dict | list) and (depth := _depth(child, level + 1)) > deepest:
+            deepest = depth
+            if deepest > MAX_JSON_DEPTH:
+                break
+    return deepest
+
+
+class LoopShare:
+    """A share of each event loop iteration, ``seconds`` long, for work that can wait.
+
+    Work done in short steps (a batched subscribe, a channel at a time) asks :meth:`spent`
+    before each step and, once it is, yields to the event loop (``await asyncio.sleep(0)``):
+    the rest of the iteration (the health check, other connections' frames, a fan-out's next
+    clients) goes first, and the share is whole again at the next iteration. One share is
+    shared by every task that asks it, however many: a deploy's wave of thousands of batches
+    takes ``seconds`` of each iteration together, not a step each.
+
+    The share counts from its first :meth:`spent` of an iteration (by ``time.perf_counter``:
+    uvloop's clock stands still within an iteration), whatever runs in between. It cannot
+    interrupt a step: each must be short. For one event loop.
+
+    Args:
+        seconds: The share of each iteration.
+    """
+
+    __slots__ = ("_seconds", "_started")
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._started: float | None = None  # when this iteration's share began to be taken
+
+    def spent(self) -> bool:
+        """Whether this iteration's share is used up: the caller yields before its next step."""
+        now = time.perf_counter()
+        if self._started is None:
+            self._started = now
+            # Runs at the start of the next iteration, before the tasks that yield after this.
+            asyncio.get_running_loop().call_soon(self._renew)
+            return False
+        return now - self._started >= self._seconds
+
+    def _renew(self) -> None:
+        self._started = None
