@@ -26,7 +26,7 @@ import json
 import math
 import re
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import TypeGuard
 from urllib.parse import unquote, urlsplit
 
@@ -397,11 +397,13 @@ class LoopShare:
     """A share of each event loop iteration, ``seconds`` long, for work that can wait.
 
     Work done in short steps (a batched subscribe, a channel at a time) asks :meth:`spent`
-    before each step and, once it is, yields to the event loop (``await asyncio.sleep(0)``):
-    the rest of the iteration (the health check, other connections' frames, a fan-out's next
-    clients) goes first, and the share is whole again at the next iteration. One share is
-    shared by every task that asks it, however many: a deploy's wave of thousands of batches
-    takes ``seconds`` of each iteration together, not a step each.
+    before each step and, once it is, waits (:meth:`wait`) for a later iteration: the rest of
+    this one (the health check, other connections' frames, a fan-out's next clients) goes
+    first. One share serves every task that asks it, however many: a deploy's wave of thousands
+    of batches takes ``seconds`` of each iteration together, not a step each, and the tasks that
+    wait cost nothing until their turn. They are woken in the order they came, at the start of
+    an iteration, as many as the last iterations' shares took (twice as many while shares are
+    left over, half as many once one is spent): the work goes on at the pace the share allows.
 
     The share counts from its first :meth:`spent` of an iteration (by ``time.perf_counter``:
     uvloop's clock stands still within an iteration), whatever runs in between. It cannot
@@ -411,21 +413,46 @@ class LoopShare:
         seconds: The share of each iteration.
     """
 
-    __slots__ = ("_seconds", "_started")
+    __slots__ = ("_seconds", "_spent", "_started", "_waiting", "_woken")
 
     def __init__(self, seconds: float) -> None:
         self._seconds = seconds
         self._started: float | None = None  # when this iteration's share began to be taken
+        self._spent = False  # whether this iteration's share was used up
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._woken = 1  # waiters woken at the start of an iteration
 
     def spent(self) -> bool:
-        """Whether this iteration's share is used up: the caller yields before its next step."""
+        """Whether this iteration's share is used up: the caller waits before its next step."""
         now = time.perf_counter()
         if self._started is None:
             self._started = now
             # Runs at the start of the next iteration, before the tasks that yield after this.
             asyncio.get_running_loop().call_soon(self._renew)
             return False
-        return now - self._started >= self._seconds
+        self._spent = self._spent or now - self._started >= self._seconds
+        return self._spent
+
+    async def wait(self) -> None:
+        """Wait for a turn in a later iteration, after the tasks that waited first."""
+        turn = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        await turn
 
     def _renew(self) -> None:
-        self._started = None
+        """At the start of an iteration: the share is whole again, and the next waiters go."""
+        waiting = self._waiting
+        if self._spent:
+            self._woken = max(1, self._woken // 2)
+        elif waiting:
+            self._woken = min(2 * self._woken, len(waiting))
+        self._spent, self._started = False, None
+        woken = 0
+        while waiting and woken < self._woken:
+            turn = waiting.popleft()
+            if not turn.done():  # its task was cancelled meanwhile
+                turn.set_result(None)
+                woken += 1
+        if waiting:  # the next ones go at the next iteration, whoever asks the share or not
+            self._started = time.perf_counter()
+            asyncio.get_running_loop().call_soon(self._renew)

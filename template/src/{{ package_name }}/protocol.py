@@ -20,9 +20,9 @@ A refused or malformed one is answered with ``{"type": "error", "request": T, "r
 (and ``"channel": C`` when it names one); the connection stays open. Each request is handled in
 turn, within ``HOOK_TIMEOUT`` seconds for each answer of the service's hooks (counted from the
 hook's first wait: one that answers without waiting is not timed at all), and counts against
-the client's allowance of messages and bytes like any frame. A refusal that may not hold a while later (the
-broker is away, too many new channels) carries ``"retry_after": S``, seconds after which the same
-request may succeed: clients send it again then, with backoff.
+the client's allowance of messages and bytes like any frame. A refusal that may not hold a while
+later (the broker is away, too many new channels) carries ``"retry_after": S``, seconds after
+which the same request may succeed: clients send it again then, with backoff.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import random
 import time
 import types
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
@@ -71,8 +71,6 @@ EXPIRY_GRACE_SECONDS = 2.0
 LIFETIME_SPREAD = 0.1
 #: The 4001 closes under way (a task's only strong reference).
 _CLOSING: set[asyncio.Future[bool]] = set()
-
-_T = TypeVar("_T")
 
 
 async def next_message(
@@ -145,28 +143,28 @@ def close_when_expired(
 
 
 async def _eagerly(
-    awaitable: Awaitable[_T], suspending: Callable[[], None], timeout: float | None = None
-) -> _T:
+    awaitable: Awaitable[Any], suspending: Callable[[], None], within: float | None = None
+) -> Any:
     """Await ``awaitable``, its first step at once; if it waits, call ``suspending`` first.
 
     ``suspending`` runs before the event loop runs anything else (it flushes what a session
-    gathered for one write), and ``timeout`` (seconds, raising ``TimeoutError``) counts from that
+    gathered for one write), and ``within`` (seconds, then ``TimeoutError``) counts from that
     first wait: an awaitable that completes without waiting costs no timer at all.
     """
     steps = awaitable.__await__()
     try:
         first = steps.send(None)
     except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+        return done.value
     suspending()
-    if timeout is None:
+    if within is None:
         return await _resumed(steps, first)
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(within):
         return await _resumed(steps, first)
 
 
 @types.coroutine
-def _resumed(steps: Generator[Any, None, _T], yielded: object) -> Generator[Any, Any, _T]:
+def _resumed(steps: Generator[Any, None, Any], yielded: object) -> Generator[Any, Any, Any]:
     """The rest of ``steps``, an awaitable's steps whose first yielded ``yielded`` already."""
     while True:
         try:
@@ -279,9 +277,9 @@ class Session:
             return
         share = self._hub.subscribe_share
         for entry in entries:
-            if share.spent():
+            if share.spent():  # this iteration's share is used: the rest of it goes first
                 self._flush()
-                await asyncio.sleep(0)  # this iteration's share is used: the rest of it goes first
+                await share.wait()
             channel = entry.get("channel")
             if not is_valid_channel(channel):
                 self._refuse("subscribe", None, "a channel must be 1-128 letters, digits or _.:@/-")
