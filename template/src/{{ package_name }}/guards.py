@@ -402,8 +402,8 @@ class LoopShare:
     first. One share serves every task that asks it, however many: a deploy's wave of thousands
     of batches takes ``seconds`` of each iteration together, not a step each, and the tasks that
     wait cost nothing until their turn. They are woken in the order they came, at the start of
-    an iteration, as many as the last iterations' shares took (twice as many while shares are
-    left over, half as many once one is spent): the work goes on at the pace the share allows.
+    an iteration, as many as the share took lately (twice as many while shares are left over,
+    half as many once one is spent): the work goes on as fast as the share allows.
 
     The share counts from its first :meth:`spent` of an iteration (by ``time.perf_counter``:
     uvloop's clock stands still within an iteration), whatever runs in between. It cannot
@@ -413,12 +413,13 @@ class LoopShare:
         seconds: The share of each iteration.
     """
 
-    __slots__ = ("_seconds", "_spent", "_started", "_waiting", "_woken")
+    __slots__ = ("_renewing", "_seconds", "_spent", "_started", "_waiting", "_woken")
 
     def __init__(self, seconds: float) -> None:
         self._seconds = seconds
         self._started: float | None = None  # when this iteration's share began to be taken
         self._spent = False  # whether this iteration's share was used up
+        self._renewing = False  # whether _renew is scheduled
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._woken = 1  # waiters woken at the start of an iteration
 
@@ -427,32 +428,40 @@ class LoopShare:
         now = time.perf_counter()
         if self._started is None:
             self._started = now
-            # Runs at the start of the next iteration, before the tasks that yield after this.
-            asyncio.get_running_loop().call_soon(self._renew)
+            self._renew_soon()
             return False
-        self._spent = self._spent or now - self._started >= self._seconds
+        if not self._spent and now - self._started >= self._seconds:
+            self._spent = True
         return self._spent
 
     async def wait(self) -> None:
         """Wait for a turn in a later iteration, after the tasks that waited first."""
+        self._renew_soon()
         turn = asyncio.get_running_loop().create_future()
         self._waiting.append(turn)
         await turn
 
+    def _renew_soon(self) -> None:
+        """Renew the share at the start of the next iteration (once)."""
+        if not self._renewing:
+            self._renewing = True
+            asyncio.get_running_loop().call_soon(self._renew)
+
     def _renew(self) -> None:
-        """At the start of an iteration: the share is whole again, and the next waiters go."""
+        """The share is whole again; the next waiters are woken, to go next iteration."""
+        self._renewing = False
         waiting = self._waiting
         if self._spent:
             self._woken = max(1, self._woken // 2)
         elif waiting:
             self._woken = min(2 * self._woken, len(waiting))
         self._spent, self._started = False, None
+        if waiting:
+            # Scheduled before the woken tasks, so that they find the share whole again.
+            self._renew_soon()
         woken = 0
         while waiting and woken < self._woken:
             turn = waiting.popleft()
             if not turn.done():  # its task was cancelled meanwhile
                 turn.set_result(None)
                 woken += 1
-        if waiting:  # the next ones go at the next iteration, whoever asks the share or not
-            self._started = time.perf_counter()
-            asyncio.get_running_loop().call_soon(self._renew)
