@@ -203,7 +203,7 @@ def main() -> None:
         opts = json.loads(args.measure)
         sys.path.insert(0, opts["src"])
         try:
-            import uvloop  # noqa: PLC0415 - the generated app's loop, when it is there
+            uvloop = importlib.import_module("uvloop")  # the app's loop, when it is there
         except ImportError:
             result = asyncio.run(measure(opts["package"], opts))
         else:
@@ -211,7 +211,7 @@ def main() -> None:
         print(json.dumps(result))
         return
     # Here only: the app's interpreter, which measures, has no copier.
-    from rendering import package_of, render  # noqa: PLC0415
+    from rendering import package_of, render
 
     opts = {
         "channels": args.channels,
