@@ -20,7 +20,7 @@ import uvloop
 from aiohttp import WSMsgType, web
 
 PACKAGE = os.environ["ECHO_PACKAGE"]
-frames = importlib.import_module(f"{PACKAGE}.frames")
+inbound = importlib.import_module(f"{PACKAGE}.inbound")
 guards = importlib.import_module(f"{PACKAGE}.guards")
 protocol = importlib.import_module(f"{PACKAGE}.protocol")
 settings = importlib.import_module(f"{PACKAGE}.settings").Settings()
@@ -29,7 +29,7 @@ settings = importlib.import_module(f"{PACKAGE}.settings").Settings()
 async def echo(request: web.Request) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     allowance = guards.Allowance(1_000_000, 1 << 30, loop.time())
-    ws: web.WebSocketResponse = frames.ClientWebSocket(
+    ws: web.WebSocketResponse = inbound.ClientWebSocket(
         allowance, max_message_bytes=settings.max_message_bytes
     )
     await ws.prepare(request)

@@ -20,8 +20,10 @@ connections here never compress, so a frame is written whole in one go with no a
 and ``WebSocketResponse.close()`` marks the response ``closed`` before it writes the close frame,
 so checking ``closed`` right before a write keeps any data frame from following a close frame.
 
-Every message is a JSON object; a client joined with a :data:`Dialect` (Socket.IO's) gets each
-one as that dialect rewrites it, rewritten once per fan-out for all such clients.
+Every message is a JSON object; a client joined with a :data:`~.frames.Dialect` gets each one as
+that dialect rewrites it, rewritten once per fan-out for all the clients of the dialect. Frames are
+made in :mod:`.frames`; a reconnecting client's catch-up is planned by :mod:`.catchup`, and the hub
+only carries its steps out.
 """
 
 from __future__ import annotations
@@ -32,20 +34,32 @@ import json
 import logging
 import math
 import socket
-import struct
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import NamedTuple
 
 from aiohttp import WSCloseCode, web
 
 from .broker import Broker, HubUnavailable, Member
+from .catchup import (
+    CATCH_UP_STALL_SECONDS,
+    AskHistory,
+    AwaitDelivery,
+    CatchUp,
+    CutOff,
+    Drain,
+    Gap,
+    Live,
+    Step,
+    Write,
+)
+from .frames import HEARTBEAT, PING_FRAME, Dialect, event, gap, subscribed, text_frame
 from .guards import LoopShare, TokenBucket
 from .metrics import Metrics
 from .replay import ReplayLog
 
-__all__ = ["CLOSE_TIMEOUT", "Dialect", "Hub", "HubUnavailable", "Member", "gap_frame"]
+__all__ = ["CLOSE_TIMEOUT", "Hub", "HubUnavailable", "Member"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,13 +74,6 @@ SUBSCRIBE_SHARE_SECONDS = 0.005
 
 #: Seconds a closing handshake may take before the connection is dropped.
 CLOSE_TIMEOUT = 3.0
-
-#: Seconds a client that saw broadcasts this process has not delivered yet (it comes from another
-#: process of a shared broker) waits for them before it is told about a gap.
-CATCH_UP_SECONDS = 2.0
-
-#: Broadcasts asked from the broker at once for a client older than the replay log.
-HISTORY_PAGE = 100
 
 #: Fewest clients closed at once by a drain, and shortest pause between two batches (seconds).
 DRAIN_BATCH = 50
@@ -87,26 +94,9 @@ PRESENCE_PERIOD = 0.5
 COUNT_PERIOD = 0.5
 COUNT_INTERVAL = 1.0
 
-#: Longest pause, in seconds, between two looks at a catching-up client's unsent data.
-DRAIN_POLL_MAX = 0.1
-
-#: Seconds a catching-up client may read none of what it was sent before it is cut off with
-#: 1013: a replay that makes no progress would hold its backlog for ever.
-CATCH_UP_STALL_SECONDS = 10.0
-
 #: Unsent bytes that all the catching-up clients of the process may hold at once: past it, the
 #: next chunk of each waits for room.
 CATCH_UP_BUDGET_BYTES = 64 * 1024 * 1024
-
-HEARTBEAT_FRAME = b'{"type":"heartbeat"}'
-#: A WebSocket ping (RFC 6455: final frame, opcode 9, no payload), sent with each heartbeat.
-PING_FRAME = b"\x89\x00"
-
-#: How a client of another dialect is sent a message: ``(kind, payload)`` to the text of its
-#: frame. ``kind`` is ``broadcast`` (the default stream), ``channel`` (a channel's message), or
-#: the ``type`` of one of the hub's own messages (``heartbeat``, ``subscribed``, ``presence``,
-#: ``gap``, ``error``, ``message``); ``payload`` is the message as compact JSON.
-Dialect = Callable[[str, bytes], bytes]
 
 #: Why a client is cut off (the ``reason`` of the ``cut_offs`` metric), in words for the log.
 CUT_OFF_REASONS = {
@@ -156,7 +146,7 @@ class _Stream:
 
     @property
     def kind(self) -> str:
-        """What a message of this stream is to a :data:`Dialect`: ``broadcast`` or ``channel``."""
+        """What a message of this stream is to a dialect: ``broadcast`` or ``channel``."""
         return "broadcast" if self.channel is None else "channel"
 
 
@@ -340,7 +330,7 @@ class Hub:
             except HubUnavailable:
                 self._in_background(self._broker.leave(channel, member))  # whatever was done
                 raise
-            presence = _event(type="presence", channel=channel, members=members)
+            presence = event(type="presence", channel=channel, members=members)
         if self._subscriptions.get(ws) is not subscriptions or _ended(ws, transport):
             if member is not None:
                 self._in_background(self._broker.leave(channel, member))  # it left meanwhile
@@ -352,14 +342,14 @@ class Hub:
         subscriptions[channel] = member
         if stream.log.newest_id is not None:
             newest_id = stream.log.newest_id  # delivered here meanwhile, or known already
-        subscribed = _subscribed(channel, newest_id)
+        answer = subscribed(channel, newest_id)
         if counted:
             count = self._counts.get(channel, stream.subscriber_count + 1)
-            presence = _event(type="presence", channel=channel, count=count)
+            presence = event(type="presence", channel=channel, count=count)
             if channel not in self._counting:
                 self._counting[channel] = asyncio.create_task(self._count_presence(stream))
         unwritten = self._unwritten.setdefault(ws, [])
-        unwritten.append(self._frame(ws, "subscribed", subscribed))
+        unwritten.append(self._frame(ws, "subscribed", answer))
         if presence is not None:
             unwritten.append(self._frame(ws, "presence", presence))
         self._add(stream, ws, transport, last_id)
@@ -493,8 +483,8 @@ class Hub:
             if (transport := self._default.transport(ws)) is not None:
                 self._drop_silent(ws, transport)
         # Taken before the pings go out, so that a pong arriving during the fan-out counts.
-        # Clients of a dialect (Socket.IO) are pinged by their own protocol, which drops the
-        # silent ones itself.
+        # Clients of a dialect are pinged by their own protocol, which drops the silent ones
+        # itself.
         self._unheard = {*self._default.clients, *self._default.catching_up}.difference(
             self._dialects
         )
@@ -502,8 +492,8 @@ class Hub:
             await self._fan_out(
                 self._default,
                 "heartbeat",
-                HEARTBEAT_FRAME,
-                PING_FRAME + _text_frame(HEARTBEAT_FRAME),
+                HEARTBEAT,
+                PING_FRAME + text_frame(HEARTBEAT),
             )
         await self._forget_idle_channels(asyncio.get_running_loop().time() - IDLE_CHANNEL_SECONDS)
 
@@ -584,7 +574,7 @@ class Hub:
     def remember(self, messages: list[tuple[int, bytes]]) -> None:
         """Called by the broker: keep broadcasts made elsewhere before it started, for replay."""
         for message_id, message in messages:
-            self._default.log.append(message_id, _text_frame(message))
+            self._default.log.append(message_id, text_frame(message))
 
     async def deliver(self, message_id: int, message: bytes, channel: str | None = None) -> None:
         """Called by the broker: fan one broadcast out to the live clients, in id order.
@@ -595,7 +585,7 @@ class Hub:
         stream = self._default if channel is None else self._channels.get(channel)
         if stream is None:
             return
-        frame = _text_frame(message)
+        frame = text_frame(message)
         metrics = self._metrics
         async with self._fan_out_lock:
             started = time.perf_counter()
@@ -604,8 +594,7 @@ class Hub:
                 # Broadcasts were lost to this process (the broker restarted, or it was away
                 # longer than the broker keeps them): tell the clients, never replay across it.
                 stream.restarts += 1
-                gap = gap_frame(newest_id, message_id, channel)
-                await self._fan_out(stream, "gap", gap)
+                await self._fan_out(stream, "gap", gap(newest_id, message_id, channel))
             written = await self._fan_out(stream, stream.kind, message, frame)
             metrics.fan_out_seconds.observe(time.perf_counter() - started)
         metrics.broadcasts.inc()
@@ -641,7 +630,7 @@ class Hub:
             return
         joined = [name for name, present in changes.items() if present]
         left = [name for name, present in changes.items() if not present]
-        presence = _event(type="presence", channel=channel, joined=joined, left=left)
+        presence = event(type="presence", channel=channel, joined=joined, left=left)
         async with self._fan_out_lock:
             await self._fan_out(stream, "presence", presence, catching_up=True)
 
@@ -673,7 +662,7 @@ class Hub:
                 ):
                     told = loop.time()
                     self._counts[channel] = count
-                    presence = _event(type="presence", channel=channel, count=count)
+                    presence = event(type="presence", channel=channel, count=count)
                     async with self._fan_out_lock:
                         await self._fan_out(stream, "presence", presence, catching_up=True)
                 await asyncio.sleep(COUNT_PERIOD)
@@ -738,9 +727,10 @@ class Hub:
         return True
 
     def _frame(self, ws: web.WebSocketResponse, kind: str, payload: bytes) -> bytes:
-        """The frame of the message ``payload`` (a ``kind`` of :data:`Dialect`) for ``ws``."""
+        """The frame of the message ``payload`` (a ``kind`` of :data:`~.frames.Dialect`) for
+        ``ws``."""
         dialect = self._dialects.get(ws)
-        return _text_frame(payload if dialect is None else dialect(kind, payload))
+        return text_frame(payload if dialect is None else dialect(kind, payload))
 
     async def _fan_out(
         self,
@@ -754,14 +744,18 @@ class Hub:
         """Write ``payload`` to every live subscriber of ``stream`` (and the catching-up ones).
 
         ``frame`` is what a client without a dialect gets, when it is at hand already (by
-        default, ``payload``'s text frame).
+        default, ``payload``'s text frame). The clients found closing or too slow are reported
+        to :meth:`_drop` after each batch: the loop writes, and never changes who subscribes.
+
+        Returns:
+            The number of clients written to.
         """
         while self._unwritten:  # answers before messages: a hook that broadcast, asked about one
             self.flush(next(iter(self._unwritten)))
         # Framed once for every client (and once per dialect): a delivery is one transport.write,
         # with no coroutine. This bypasses aiohttp's per-send path (two coroutines and a copy),
         # which cost 20-30 % of the fan-out's throughput (vip-skeleton's fan-out benchmark).
-        data = _text_frame(payload) if frame is None else frame
+        data = text_frame(payload) if frame is None else frame
         dialects = self._dialects
         in_dialect: dict[Dialect, bytes] = {}
         limit = self._max_client_buffer_bytes
@@ -772,18 +766,19 @@ class Hub:
         if catching_up:
             sockets += stream.catching_up
             transports += [catching_up.transport for catching_up in stream.catching_up.values()]
-        written = len(sockets)
+        closing: list[web.WebSocketResponse] = []
+        slow: list[tuple[web.WebSocketResponse, asyncio.Transport]] = []
+        dropped = 0
         for start in range(0, len(sockets), YIELD_EVERY):
             if start:
+                dropped += self._drop(closing, slow)
                 await asyncio.sleep(0)  # keep the health check fast during a large fan-out
             end = start + YIELD_EVERY
             for ws, transport in zip(sockets[start:end], transports[start:end], strict=True):
                 if ws.closed or transport.is_closing():
-                    self.leave(ws)  # closing: no data frame may follow a close frame
-                    written -= 1
+                    closing.append(ws)  # no data frame may follow a close frame
                 elif transport.get_write_buffer_size() > limit:
-                    self._cut_off(ws, transport, "slow")
-                    written -= 1
+                    slow.append((ws, transport))
                 # Looked up only with clients of a dialect: hashing a WebSocketResponse calls
                 # Python code (about 0.1 µs a client).
                 elif not dialects or (dialect := dialects.get(ws)) is None:
@@ -791,9 +786,28 @@ class Hub:
                 else:
                     framed = in_dialect.get(dialect)
                     if framed is None:
-                        framed = in_dialect[dialect] = _text_frame(dialect(kind, payload))
+                        framed = in_dialect[dialect] = text_frame(dialect(kind, payload))
                     transport.write(framed)
-        return written
+        return len(sockets) - dropped - self._drop(closing, slow)
+
+    def _drop(
+        self,
+        closing: list[web.WebSocketResponse],
+        slow: list[tuple[web.WebSocketResponse, asyncio.Transport]],
+    ) -> int:
+        """Forget the ``closing`` clients, cut the ``slow`` ones off, and empty both lists.
+
+        Returns:
+            How many clients were dropped.
+        """
+        dropped = len(closing) + len(slow)
+        for ws in closing:
+            self.leave(ws)
+        for ws, transport in slow:
+            self._cut_off(ws, transport, "slow")
+        closing.clear()
+        slow.clear()
+        return dropped
 
     async def _catch_up(
         self,
@@ -804,11 +818,9 @@ class Hub:
     ) -> None:
         """Bring a client from ``last_id`` of ``stream`` up to date, then make it live there.
 
-        The missed broadcasts come from the replay log, or from the broker's history when the
-        client is older than the log, in chunks of at most the unsent-bytes limit, each written
-        once the client has read most of the previous one. A client that the log overtakes while
-        it reads its backlog is too slow for it and is cut off with 1013; one whose broadcasts
-        can be found nowhere is told about the gap and goes on with the live ones.
+        What it missed is written as a :class:`~.catchup.CatchUp` plans it: from the replay log
+        or the broker's history, chunk by chunk, paced by the client; a gap notice for what can
+        be found nowhere; a cut-off (1013) for a client too slow for its backlog.
         """
         try:
             outcome = await self._bring_up_to_date(stream, ws, transport, last_id)
@@ -831,103 +843,61 @@ class Hub:
         transport: asyncio.Transport,
         last_id: int,
     ) -> str | None:
-        """Write what the client missed; ``replayed`` or ``gap``, or None if it ended meanwhile.
+        """Carry out the catch-up's steps; ``replayed`` or ``gap``, or None if it ended meanwhile
+        or was cut off.
 
-        Within the process's ``CATCH_UP_BUDGET_BYTES``; a client that reads none of its
-        catch-up for ``CATCH_UP_STALL_SECONDS`` is cut off with 1013.
+        The client's unsent bytes count against the process's ``CATCH_UP_BUDGET_BYTES`` until
+        it is done.
         """
+        loop = asyncio.get_running_loop()
+        plan = CatchUp(
+            last_id,
+            stream.log,
+            restarts=stream.restarts,
+            channel=stream.channel,
+            dialect=self._dialects.get(ws),
+            limit=self._max_client_buffer_bytes,
+            budget_bytes=CATCH_UP_BUDGET_BYTES,
+            shared=self._broker.shared,
+        )
         held = 0  # this client's part of the process's unsent catch-up bytes
-
-        def account() -> int:
-            nonlocal held
-            unsent = transport.get_write_buffer_size()
-            self._catch_up_unsent += unsent - held
-            held = unsent
-            return unsent
-
+        step: Step | None = None  # the step to carry out; None: ask the plan for the next one
         try:
-            return await self._catch_up_within(stream, ws, transport, last_id, account)
+            while not _ended(ws, transport):
+                if step is None:
+                    unsent = transport.get_write_buffer_size()
+                    self._catch_up_unsent += unsent - held
+                    held = unsent
+                    step = plan.next_step(
+                        unsent=unsent,
+                        others_unsent=self._catch_up_unsent - unsent,
+                        restarts=stream.restarts,
+                        now=loop.time(),
+                    )
+                match step:
+                    case Write(data):
+                        transport.write(data)
+                        step = None
+                    case Drain(seconds):
+                        await asyncio.sleep(seconds)
+                        step = None
+                    case AwaitDelivery(seconds):
+                        plan.waited(await _wait(stream.delivered, seconds))
+                        step = None
+                    case AskHistory(after, most):
+                        missed = await self._broker.history(after, most, stream.channel)
+                        step = plan.received(missed)
+                    case Gap(data):
+                        transport.write(data)
+                        return "gap"
+                    case Live():
+                        return "replayed"
+                    case CutOff(reason):
+                        self._cut_off(ws, transport, reason)
+                        return None
+            return None
         finally:
             self._catch_up_unsent -= held
-
-    async def _catch_up_within(
-        self,
-        stream: _Stream,
-        ws: web.WebSocketResponse,
-        transport: asyncio.Transport,
-        last_id: int,
-        account: Callable[[], int],
-    ) -> str | None:
-        """:meth:`_bring_up_to_date`, ``account`` called after each write and each look."""
-        loop = asyncio.get_running_loop()
-        log = stream.log
-        limit = self._max_client_buffer_bytes
-        low_water = limit // 4
-        waited = 0.0  # seconds spent waiting for deliveries since the last progress
-        restarts = stream.restarts
-        cursor = last_id  # the id of the last broadcast this client has
-        from_log = False  # whether the log has served this client already
-        while True:
-            pause = 0.001
-            unsent = account()
-            read_at = loop.time()  # when it last read some of its catch-up
-            while (
-                unsent > low_water or self._catch_up_unsent - unsent + limit > CATCH_UP_BUDGET_BYTES
-            ) and not _ended(ws, transport):
-                if from_log and not log.covers(cursor) and restarts == stream.restarts:
-                    break  # overtaken while it reads: no need to wait for it any longer
-                await asyncio.sleep(pause)
-                pause = min(2 * pause, DRAIN_POLL_MAX)
-                before, unsent = unsent, account()
-                if unsent < before or not unsent:  # it reads, or holds nothing while it waits
-                    read_at = loop.time()
-                elif loop.time() - read_at > CATCH_UP_STALL_SECONDS:
-                    self._cut_off(ws, transport, "stalled")
-                    return None
-            if _ended(ws, transport):
-                return None
-            budget = limit - transport.get_write_buffer_size()
-            newest_id = log.newest_id
-            if restarts != stream.restarts:
-                break  # a hole in the ids: the live clients were told, tell this one too
-            if log.covers(cursor):
-                frames = log.frames_after(cursor, budget)
-                if not frames:
-                    return "replayed"
-                if ws in self._dialects:
-                    frames = [self._frame(ws, stream.kind, _payload(f)) for f in frames]
-                transport.write(b"".join(frames))
-                cursor += len(frames)
-                from_log = True
-                waited = 0.0
-            elif from_log:
-                self._cut_off(ws, transport, "backlog")
-                return None
-            elif newest_id is not None and cursor > newest_id:
-                # Ahead of this process: wait for its deliveries if another process may have
-                # made them, else the client's broadcasts are nowhere to be had.
-                if not self._broker.shared or waited >= CATCH_UP_SECONDS:
-                    break
-                waited += await _wait(stream.delivered, CATCH_UP_SECONDS - waited)
-            else:  # older than the log, or nothing delivered here yet: ask the broker
-                missed = await self._broker.history(cursor, HISTORY_PAGE, stream.channel)
-                if _ended(ws, transport):
-                    return None
-                if missed is None or (missed and missed[0][0] != cursor + 1):
-                    break
-                if not missed:  # the broker has nothing newer: wait for deliveries here
-                    if waited >= CATCH_UP_SECONDS:
-                        break
-                    waited += await _wait(stream.delivered, CATCH_UP_SECONDS - waited)
-                    continue
-                frames = _within(
-                    budget, [self._frame(ws, stream.kind, message) for _id, message in missed]
-                )
-                transport.write(b"".join(frames))
-                cursor += len(frames)
-                waited = 0.0
-        transport.write(self._frame(ws, "gap", gap_frame(cursor, log.oldest_id, stream.channel)))
-        return "gap"
 
     def _cut_off(
         self, ws: web.WebSocketResponse, transport: asyncio.Transport, reason: str
@@ -950,67 +920,18 @@ class Hub:
         transport.abort()
 
 
-def gap_frame(last_id: int, oldest_id: int | None, channel: str | None = None) -> bytes:
-    """The notice for a client that missed broadcasts after ``last_id`` that cannot be replayed."""
-    gap: dict[str, object] = {"type": "gap", "last_id": last_id, "oldest_id": oldest_id}
-    if channel is not None:
-        gap["channel"] = channel
-    return json.dumps(gap, separators=(",", ":")).encode()
-
-
-def _event(**fields: object) -> bytes:
-    """A frame's payload for one of the hub's own messages, as compact JSON."""
-    return json.dumps(fields, separators=(",", ":")).encode()
-
-
-def _subscribed(channel: str, last_id: int | None) -> bytes:
-    """The payload of ``{"type": "subscribed", ...}``, as :func:`_event` makes it, faster.
-
-    A wave's every subscribe is answered with one: a format is several times faster than a JSON
-    encoder (``json.dumps`` with ``separators`` makes one a call).
-    """
-    last = b"null" if last_id is None else b"%d" % last_id
-    return b'{"type":"subscribed","channel":%b,"last_id":%b}' % (json.dumps(channel).encode(), last)
-
-
-def _text_frame(payload: bytes) -> bytes:
-    """Frame ``payload`` as one final, unmasked, uncompressed WebSocket text frame (RFC 6455)."""
-    length = len(payload)
-    if length < 126:
-        return struct.pack("!BB", 0x81, length) + payload
-    if length < 65536:
-        return struct.pack("!BBH", 0x81, 126, length) + payload
-    return struct.pack("!BBQ", 0x81, 127, length) + payload
-
-
-def _payload(frame: bytes) -> bytes:
-    """The payload of a frame made by :func:`_text_frame`."""
-    length = frame[1]
-    return frame[2 if length < 126 else 4 if length == 126 else 10 :]
-
-
 def _ended(ws: web.WebSocketResponse, transport: asyncio.Transport) -> bool:
     """Whether the connection is closing: no data frame may be written to it any more."""
     return ws.closed or transport.is_closing()
 
 
-def _within(budget: int, frames: list[bytes]) -> list[bytes]:
-    """The first of ``frames`` that fit in ``budget`` bytes, at least one."""
-    size = 0
-    for count, frame in enumerate(frames):
-        size += len(frame)
-        if count and size > budget:
-            return frames[:count]
-    return frames
-
-
-async def _wait(event: asyncio.Event, seconds: float) -> float:
-    """Wait for ``event`` at most ``seconds``; return how long it took."""
+async def _wait(delivered: asyncio.Event, seconds: float) -> float:
+    """Wait for ``delivered`` to be set, at most ``seconds``; return how long it took."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
-            await event.wait()
+            await delivered.wait()
     return loop.time() - started
 
 

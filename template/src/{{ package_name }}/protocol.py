@@ -37,10 +37,10 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
-from .frames import OVER_ALLOWANCE, FrameRefusal
 from .guards import TokenBucket, is_valid_channel, is_valid_close_code, parse_json
 from .hooks import Connection, Hooks, Refusal
 from .hub import Hub, HubUnavailable, Member
+from .inbound import OVER_ALLOWANCE, FrameRefusal
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ async def next_message(
 ) -> WSMessage | None:
     """Return the client's next text or binary message; None once its connection is over.
 
-    ``ws`` is a :class:`~.frames.ClientWebSocket`, whose every frame, pings and pongs included,
+    ``ws`` is a :class:`~.inbound.ClientWebSocket`, whose every frame, pings and pongs included,
     counts against the client's allowance as it arrives. Every message is reported to ``heard``.
     A close is echoed (with 1002 for a code a client may not send), a ping answered, a pong
     ignored; a client past its allowance is closed with ``RATE_EXCEEDED`` (4008; ``who`` names it
@@ -106,7 +106,7 @@ async def next_message(
             await ws.close(code=RATE_EXCEEDED, message=b"too many messages")
             return None
         if message.type is WSMsgType.ERROR and isinstance(message.data, FrameRefusal):
-            # Nothing more of it is read (frames.py): an unfinished message, an unmasked frame.
+            # Nothing more of it is read (inbound.py): an unfinished message, an unmasked frame.
             code, reason = message.data
             logger.warning("closing %s: %s (%d)", who, reason.decode(), code)
             await ws.close(code=code, message=reason)

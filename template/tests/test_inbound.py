@@ -192,11 +192,11 @@ def test_a_message_of_exactly_max_message_bytes_is_accepted(make_server: Any) ->
     assert code == 1009
 
 
-def test_the_touch_point_with_aiohttp_is_where_frames_py_expects_it() -> None:
-    # frames.ClientWebSocket overrides this method and fills these slots (see its docstring):
+def test_the_touch_point_with_aiohttp_is_where_inbound_py_expects_it() -> None:
+    # inbound.ClientWebSocket overrides this method and fills these slots (see its docstring):
     # if aiohttp moves them, the meter would silently stand aside.
-    frames = __import__(f"{PACKAGE}.frames", fromlist=["ClientWebSocket"])
+    inbound = __import__(f"{PACKAGE}.inbound", fromlist=["ClientWebSocket"])
     parameters = list(inspect.signature(web.WebSocketResponse._post_start).parameters)
     assert parameters == ["self", "request", "protocol", "writer"]
     assert {"_payload_parser", "_message_tail"} <= set(web_protocol.RequestHandler.__slots__)
-    assert "_post_start" in vars(frames.ClientWebSocket)
+    assert "_post_start" in vars(inbound.ClientWebSocket)
