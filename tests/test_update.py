@@ -387,7 +387,7 @@ def test_service_py_and_the_page_are_yours_across_updates(
 ) -> None:
     service, page = project / SERVICE, project / PAGE
     mine = service.read_text().replace(
-        "return [IntegerTicker(hub, self.settings.tick_seconds).run()]", "return []", 1
+        "return [IntegerTicker(publisher, self.settings.tick_seconds).run()]", "return []", 1
     )
     my_page = page.read_text().replace("<title>Integers, live</title>", "<title>Mine</title>")
     assert mine != service.read_text()

@@ -8,8 +8,8 @@ The default stream and every channel have ids of their own, each one more than t
 broadcast of the same stream. A broker also keeps each channel's presence: who is subscribed to
 it, in every process, each member once however many connections (tabs) it has.
 
-A broker also keeps producers unique: a producer (such as the integers demo) runs under a lease
-that one process at a time holds, and counts with a counter that only the holder advances.
+Its :class:`Leases` keep producers unique: a producer (such as the integers demo) runs under a
+lease that one process at a time holds, and counts with a counter that only the holder advances.
 """
 
 from __future__ import annotations
@@ -34,8 +34,12 @@ class Member(NamedTuple):
     connection: str
 
 
-class HubUnavailable(RuntimeError):
+class BrokerUnavailable(RuntimeError):
     """A broadcast or a producer's step could not be made now (e.g. the message broker is down)."""
+
+
+#: The name of 0.2.0, which a project's own ``integers.py`` (never updated) still imports.
+HubUnavailable = BrokerUnavailable
 
 
 class PublishInProgress(RuntimeError):
@@ -58,14 +62,39 @@ class Receiver(Protocol):
         """Keep broadcasts made before the broker started, oldest first, to replay, not to send."""
 
 
+class Leases(Protocol):
+    """Named producer leases, each held by one process at a time, and a counter per name."""
+
+    #: Seconds between two attempts to take a lease that another process holds.
+    retry_seconds: float
+
+    async def acquire(self, name: str) -> bool:
+        """Try once to become the one producer ``name``; True when this process holds it."""
+
+    def holds(self, name: str) -> bool:
+        """Whether this process surely still holds the lease ``name`` (a lease can be lost)."""
+
+    async def release(self, name: str) -> None:
+        """Give up the lease ``name`` so that another process can take over at once."""
+
+    async def next_count(self, name: str) -> int:
+        """Advance the producer ``name``'s counter (1, 2, ...), only while holding its lease.
+
+        Raises:
+            BrokerUnavailable: The value cannot be had now, or this process lost the lease.
+        """
+
+
 class Broker(Protocol):
-    """What the hub needs from a broker."""
+    """What the hub needs from a broker: broadcasts and presence. Its leases are the producers'."""
 
     #: Whether other processes share this broker: a client may then come from a process that
     #: has delivered broadcasts this one has not yet.
     shared: ClassVar[bool]
-    #: Seconds between two attempts to take a producer lease that another process holds.
-    lease_retry_seconds: float
+
+    @property
+    def leases(self) -> Leases:
+        """The producers' leases, shared as widely as the broadcasts; given up when it stops."""
 
     async def start(self, receiver: Receiver) -> None:
         """Begin delivering broadcasts to ``receiver``; never waits for a remote service."""
@@ -77,7 +106,7 @@ class Broker(Protocol):
         """Broadcast ``data`` (JSON text) on ``channel`` to every process and return its id.
 
         Raises:
-            HubUnavailable: The broadcast could not be made.
+            BrokerUnavailable: The broadcast could not be made.
         """
 
     async def publish_once(
@@ -90,7 +119,7 @@ class Broker(Protocol):
             returned and False, and nothing is broadcast.
 
         Raises:
-            HubUnavailable: The broadcast could not be made (the key is not remembered then).
+            BrokerUnavailable: The broadcast could not be made (the key is not remembered then).
             PublishInProgress: Another publish with ``key`` has not finished yet.
         """
 
@@ -111,7 +140,7 @@ class Broker(Protocol):
         """Count ``member`` present on ``channel``; announce it if it was not there yet.
 
         Raises:
-            HubUnavailable: The presence could not be recorded.
+            BrokerUnavailable: The presence could not be recorded.
         """
 
     async def leave(self, channel: str, member: Member) -> None:
@@ -121,7 +150,7 @@ class Broker(Protocol):
         """The names present on ``channel``, each once, at most ``MAX_PRESENCE_LIST`` of them.
 
         Raises:
-            HubUnavailable: The presence could not be read.
+            BrokerUnavailable: The presence could not be read.
         """
 
     async def count_present(self, channel: str, here: int) -> int:
@@ -129,23 +158,7 @@ class Broker(Protocol):
         how many do in every process (counted presence: no names).
 
         Raises:
-            HubUnavailable: The count could not be had.
-        """
-
-    async def acquire_lease(self, name: str) -> bool:
-        """Try once to become the one producer ``name``; True when this process holds it."""
-
-    def holds_lease(self, name: str) -> bool:
-        """Whether this process surely still holds the lease ``name`` (a lease can be lost)."""
-
-    async def release_lease(self, name: str) -> None:
-        """Give up the lease ``name`` so that another process can take over at once."""
-
-    async def next_count(self, name: str) -> int:
-        """Advance the producer ``name``'s counter (1, 2, ...), only while holding its lease.
-
-        Raises:
-            HubUnavailable: The value cannot be had now, or this process lost the lease.
+            BrokerUnavailable: The count could not be had.
         """
 
 
@@ -172,20 +185,45 @@ def first_id() -> int:
     return time.time_ns() // 1000
 
 
+class LocalLeases:
+    """One process: it always holds every lease, and counts in memory."""
+
+    retry_seconds: float = 0.0
+
+    def __init__(self) -> None:
+        self._counters: dict[str, int] = {}
+
+    async def acquire(self, name: str) -> bool:
+        """One process: always the producer."""
+        return True
+
+    def holds(self, name: str) -> bool:
+        """One process: always the producer."""
+        return True
+
+    async def release(self, name: str) -> None:
+        """Nothing to give up."""
+
+    async def next_count(self, name: str) -> int:
+        """The counter of this process."""
+        value = self._counters.get(name, 0) + 1
+        self._counters[name] = value
+        return value
+
+
 class LocalBroker:
-    """Everything in this process: ids, delivery, leases and counters.
+    """Everything in this process: ids, delivery and presence; its leases are :class:`LocalLeases`.
 
     Each stream's ids start at :func:`first_id` and grow by one per broadcast. The last ids of
     at most ``MAX_LOCAL_CHANNELS`` channels are remembered; a channel forgotten starts again.
     """
 
     shared: ClassVar[bool] = False
-    lease_retry_seconds: float = 0.0
 
     def __init__(self) -> None:
+        self.leases = LocalLeases()
         self._last_ids: dict[str | None, int] = {}
         self._receiver: Receiver | None = None
-        self._counters: dict[str, int] = {}
         self._present: dict[str, dict[str, set[str]]] = {}  # channel -> name -> connections
         self._seen: dict[str, int | None] = {}  # idempotency key -> id (None: under way)
 
@@ -200,7 +238,7 @@ class LocalBroker:
     async def publish(self, data: str, channel: str | None = None) -> int:
         """Deliver ``data`` to this process's hub under the next id of ``channel``."""
         if self._receiver is None:
-            raise HubUnavailable("the broker is not started")
+            raise BrokerUnavailable("the broker is not started")
         last_ids = self._last_ids
         last_id = last_ids.pop(channel, None)  # popped and set again: the newest go last
         message_id = first_id() if last_id is None else last_id + 1
@@ -269,20 +307,3 @@ class LocalBroker:
     async def count_present(self, channel: str, here: int) -> int:
         """One process: ``here``."""
         return here
-
-    async def acquire_lease(self, name: str) -> bool:
-        """One process: always the producer."""
-        return True
-
-    def holds_lease(self, name: str) -> bool:
-        """One process: always the producer."""
-        return True
-
-    async def release_lease(self, name: str) -> None:
-        """Nothing to give up."""
-
-    async def next_count(self, name: str) -> int:
-        """The counter of this process."""
-        value = self._counters.get(name, 0) + 1
-        self._counters[name] = value
-        return value

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from .hub import Hub
+from .publisher import Publisher
 from .settings import Settings
 from .tokens import MAX_TOKEN_LENGTH, NO_GRANTS, Claims, InvalidToken, read_token
 
@@ -181,10 +181,12 @@ class Hooks:
         """
         raise Refusal("unknown message type")
 
-    def producers(self, hub: Hub) -> list[Coroutine[Any, Any, None]]:
-        """What runs for the app's lifetime and broadcasts through ``hub``; by default, nothing.
+    def producers(self, publisher: Publisher) -> list[Coroutine[Any, Any, None]]:
+        """What runs for the app's lifetime and broadcasts through ``publisher``; by default,
+        nothing.
 
-        Each is cancelled when the app stops. Outside benchmark mode (``BENCH=1``) only.
+        Each runs in a task of its own, is cancelled when the app stops, and ends alone if it
+        fails (logged). Outside benchmark mode (``BENCH=1``) only.
         """
         return []
 

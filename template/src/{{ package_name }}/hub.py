@@ -59,6 +59,7 @@ from .guards import LoopShare, TokenBucket
 from .metrics import Metrics
 from .replay import ReplayLog
 
+# HubUnavailable too: a 0.2.0 project's own integers.py imports it from here (never updated).
 __all__ = ["CLOSE_TIMEOUT", "Hub", "HubUnavailable", "Member"]
 
 logger = logging.getLogger(__name__)
@@ -532,42 +533,6 @@ class Hub:
         await asyncio.gather(*(_close(ws, tr, code, b"server shutdown") for ws, tr in clients))
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-
-    # --- producers ---------------------------------------------------------------------------
-
-    async def acquire_producer(self, name: str) -> bool:
-        """Wait until this process may run the producer ``name`` for every client.
-
-        A producer (such as the integers demo) runs only in one place at a time: the process that
-        holds the broker's lease ``name``. With the in-process broker that is here, at once.
-
-        Returns:
-            True once this process is the producer; False if its last client left first.
-        """
-        while self.client_count:
-            if await self._broker.acquire_lease(name):
-                return True
-            await asyncio.sleep(self._broker.lease_retry_seconds)
-        return False
-
-    def is_producer(self, name: str) -> bool:
-        """Whether this process still holds the producer ``name`` (a lease may be lost)."""
-        return self._broker.holds_lease(name)
-
-    async def release_producer(self, name: str) -> None:
-        """Give up the producer ``name`` so that another process can take it over."""
-        await self._broker.release_lease(name)
-
-    async def next_count(self, name: str) -> int:
-        """Return the next value (1, 2, ...) of the producer ``name``'s counter.
-
-        The counter is shared by every process that may become the producer, so that a takeover
-        goes on where the previous producer stopped and never makes a value twice.
-
-        Raises:
-            HubUnavailable: The value cannot be had now, or this process lost the producer.
-        """
-        return await self._broker.next_count(name)
 
     # --- delivery ----------------------------------------------------------------------------
 

@@ -2,10 +2,10 @@
 
 One counter for everyone: it ticks only while at least one client is connected, every client
 receives the same integers, and it pauses when the last client leaves. When several processes share
-their broadcasts (a scale-out hub), only one of them produces at a time; another takes over if it
+their broadcasts (scale-out), only one of them produces at a time; another takes over if it
 dies.
 Replace this module with your own service; keep the shape: one producer that publishes through the
-hub while it holds the producer role.
+publisher while it holds the producer role.
 """
 
 from __future__ import annotations
@@ -13,24 +13,25 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .hub import Hub, HubUnavailable
+from .broker import BrokerUnavailable
+from .publisher import Publisher
 
 logger = logging.getLogger(__name__)
 
-#: Name of this producer's role and counter in the hub.
+#: Name of this producer's lease and counter.
 PRODUCER = "integers"
 
 
 class IntegerTicker:
-    """Broadcasts the next integer every ``interval`` seconds while the hub has clients.
+    """Broadcasts the next integer every ``interval`` seconds while anyone is connected.
 
     Args:
-        hub: The process's shared hub.
+        publisher: What the app gives its producers.
         interval: Seconds between two integers.
     """
 
-    def __init__(self, hub: Hub, interval: float) -> None:
-        self._hub = hub
+    def __init__(self, publisher: Publisher, interval: float) -> None:
+        self._publisher = publisher
         self._interval = interval
         #: The last integer sent.
         self.value = 0
@@ -38,17 +39,17 @@ class IntegerTicker:
     async def run(self) -> None:
         """Tick until cancelled, pausing whenever nobody is connected."""
         while True:
-            await self._hub.occupied.wait()
-            if not await self._hub.acquire_producer(PRODUCER):
+            await self._publisher.occupied.wait()
+            if not await self._publisher.acquire_producer(PRODUCER):
                 continue  # the last client left before this process became the producer
             logger.info("integers: producing after %d", self.value)
             try:
                 await self._tick()
-            except HubUnavailable as error:
+            except BrokerUnavailable as error:
                 logger.warning("integers: paused, %s", error)
                 await asyncio.sleep(self._interval)  # no busy loop while the broker is away
             finally:
-                await self._hub.release_producer(PRODUCER)
+                await self._publisher.release_producer(PRODUCER)
             logger.info("integers: paused at %d", self.value)
 
     async def _tick(self) -> None:
@@ -57,8 +58,8 @@ class IntegerTicker:
         next_tick = loop.time() + self._interval
         while True:
             await asyncio.sleep(max(0.0, next_tick - loop.time()))
-            if not self._hub.client_count or not self._hub.is_producer(PRODUCER):
+            if not self._publisher.client_count or not self._publisher.is_producer(PRODUCER):
                 return
-            self.value = await self._hub.next_count(PRODUCER)
-            await self._hub.broadcast(self.value)
+            self.value = await self._publisher.next_count(PRODUCER)
+            await self._publisher.broadcast(self.value)
             next_tick += self._interval

@@ -15,8 +15,8 @@ from collections.abc import Coroutine
 from typing import Any
 
 from .hooks import Connection, Hooks, Refusal
-from .hub import Hub
 from .integers import IntegerTicker
+from .publisher import Publisher
 
 #: The channels of the demo's chat rooms.
 CHAT_PREFIX = "chat/"
@@ -82,6 +82,6 @@ class Service(Hooks):
             raise Refusal("unknown message type")
         connection.send({"member": connection.member})
 
-    def producers(self, hub: Hub) -> list[Coroutine[Any, Any, None]]:
+    def producers(self, publisher: Publisher) -> list[Coroutine[Any, Any, None]]:
         """The integers, one a second (``TICK_SECONDS``), while anyone is connected."""
-        return [IntegerTicker(hub, self.settings.tick_seconds).run()]
+        return [IntegerTicker(publisher, self.settings.tick_seconds).run()]
