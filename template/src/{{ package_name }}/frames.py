@@ -22,6 +22,7 @@ __all__ = [
     "event",
     "gap",
     "payload",
+    "subscribed",
     "text_frame",
 ]
 
@@ -71,3 +72,13 @@ def gap(last_id: int, oldest_id: int | None, channel: str | None = None) -> byte
     if channel is None:
         return event(type="gap", last_id=last_id, oldest_id=oldest_id)
     return event(type="gap", last_id=last_id, oldest_id=oldest_id, channel=channel)
+
+
+def subscribed(channel: str, last_id: int | None) -> bytes:
+    """The answer to a subscribe, as :func:`event` makes it, faster.
+
+    A deploy's wave answers every one of its subscribes with one: a format is several times
+    faster than a JSON encoder (``json.dumps`` with ``separators`` makes one a call).
+    """
+    last = b"null" if last_id is None else b"%d" % last_id
+    return b'{"type":"subscribed","channel":%b,"last_id":%b}' % (json.dumps(channel).encode(), last)

@@ -14,15 +14,19 @@
 - :func:`parse_json`: what a client or the backend sends, as JSON any browser can read back,
   nested at most ``MAX_JSON_DEPTH`` levels.
 - :func:`is_valid_channel`: which channel names a client may use.
+- :class:`LoopShare`: the part of each event loop iteration that work which can wait (a
+  reconnect wave's batched subscribes) may take, so that the rest of the loop never waits on it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import math
 import re
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from typing import TypeGuard
 from urllib.parse import unquote, urlsplit
 
@@ -373,8 +377,91 @@ def _finite_float(text: str) -> float:
 
 
 def _depth(data: object, level: int = 1) -> int:
-    """How deeply ``data`` nests, counting up to one past ``MAX_JSON_DEPTH``."""
-    if level > MAX_JSON_DEPTH:
+    """How deeply ``data`` nests, counting up to one past ``MAX_JSON_DEPTH``.
+
+    A value inside a container is a level (``[1]`` is 2 deep, ``[]`` 1); only containers are
+    recursed into, so a flat message costs a pass over its values and no call per value.
+    """
+    if level > MAX_JSON_DEPTH or not data or not isinstance(data, dict | list):
         return level
-    children = data.values() if isinstance(data, dict) else data if isinstance(data, list) else ()
-    return max((_depth(child, level + 1) for child in children), default=level)
+    deepest = level + 1
+    for child in data.values() if isinstance(data, dict) else data:
+        if isinstance(child, dict | list) and (depth := _depth(child, level + 1)) > deepest:
+            deepest = depth
+            if deepest > MAX_JSON_DEPTH:
+                break
+    return deepest
+
+
+class LoopShare:
+    """A share of each event loop iteration, ``seconds`` long, for work that can wait.
+
+    Work done in short steps (a batched subscribe, a channel at a time) asks :meth:`spent`
+    before each step and, once it is, waits (:meth:`wait`) for a later iteration: the rest of
+    this one (the health check, other connections' frames, a fan-out's next clients) goes
+    first. One share serves every task that asks it, however many: a deploy's wave of thousands
+    of batches takes ``seconds`` of each iteration together, not a step each, and the tasks that
+    wait cost nothing until their turn. They are woken in the order they came, at the start of
+    an iteration, as many as the share took lately (twice as many while shares are left over,
+    half as many once one is spent): the work goes on as fast as the share allows.
+
+    The share counts from its first :meth:`spent` of an iteration (by ``time.perf_counter``:
+    uvloop's clock stands still within an iteration), whatever runs in between. It cannot
+    interrupt a step: each must be short. For one event loop.
+
+    Args:
+        seconds: The share of each iteration.
+    """
+
+    __slots__ = ("_renewing", "_seconds", "_spent", "_started", "_waiting", "_woken")
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._started: float | None = None  # when this iteration's share began to be taken
+        self._spent = False  # whether this iteration's share was used up
+        self._renewing = False  # whether _renew is scheduled
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._woken = 1  # waiters woken at the start of an iteration
+
+    def spent(self) -> bool:
+        """Whether this iteration's share is used up: the caller waits before its next step."""
+        now = time.perf_counter()
+        if self._started is None:
+            self._started = now
+            self._renew_soon()
+            return False
+        if not self._spent and now - self._started >= self._seconds:
+            self._spent = True
+        return self._spent
+
+    async def wait(self) -> None:
+        """Wait for a turn in a later iteration, after the tasks that waited first."""
+        self._renew_soon()
+        turn = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        await turn
+
+    def _renew_soon(self) -> None:
+        """Renew the share at the start of the next iteration (once)."""
+        if not self._renewing:
+            self._renewing = True
+            asyncio.get_running_loop().call_soon(self._renew)
+
+    def _renew(self) -> None:
+        """The share is whole again; the next waiters are woken, to go next iteration."""
+        self._renewing = False
+        waiting = self._waiting
+        if self._spent:
+            self._woken = max(1, self._woken // 2)
+        elif waiting:
+            self._woken = min(2 * self._woken, len(waiting))
+        self._spent, self._started = False, None
+        if waiting:
+            # Scheduled before the woken tasks, so that they find the share whole again.
+            self._renew_soon()
+        woken = 0
+        while waiting and woken < self._woken:
+            turn = waiting.popleft()
+            if not turn.done():  # its task was cancelled meanwhile
+                turn.set_result(None)
+                woken += 1

@@ -171,7 +171,8 @@ class Hooks:
         token grants it (``connection.channels``).
 
         Refused (False, or :class:`Refusal` with a reason of your own), the client gets an error
-        frame. Every hook here has ``HOOK_TIMEOUT`` seconds to answer.
+        frame. Every hook here has ``HOOK_TIMEOUT`` seconds to answer, from its first wait: one
+        that answers without waiting is never timed (nor can it be interrupted).
         """
         return connection.channels.allows(channel)
 

@@ -54,8 +54,8 @@ from .catchup import (
     Step,
     Write,
 )
-from .frames import HEARTBEAT, PING_FRAME, Dialect, event, gap, text_frame
-from .guards import TokenBucket
+from .frames import HEARTBEAT, PING_FRAME, Dialect, event, gap, subscribed, text_frame
+from .guards import LoopShare, TokenBucket
 from .metrics import Metrics
 from .replay import ReplayLog
 
@@ -67,6 +67,11 @@ logger = logging.getLogger(__name__)
 #: Clients served between two yields to the event loop during a fan-out, so that the health check
 #: and new connections are answered within milliseconds even while thousands of clients are served.
 YIELD_EVERY = 256
+
+#: Seconds of each event loop iteration that subscribes of batches may take, all connections
+#: together (``LoopShare``): a deploy's wave of thousands of batched subscribes never holds the
+#: loop longer than that before the health check, the fan-outs and new connections go on.
+SUBSCRIBE_SHARE_SECONDS = 0.005
 
 #: Seconds a closing handshake may take before the connection is dropped.
 CLOSE_TIMEOUT = 3.0
@@ -185,6 +190,8 @@ class Hub:
         self._idle_channels: OrderedDict[str, float] = OrderedDict()
         self._subscriptions: dict[web.WebSocketResponse, dict[str, Member | None]] = {}
         self._dialects: dict[web.WebSocketResponse, Dialect] = {}  # clients of another dialect
+        # Frames for one client alone (subscribes' answers) that wait for flush(), in order.
+        self._unwritten: dict[web.WebSocketResponse, list[bytes]] = {}
         self._max_client_buffer_bytes = max_client_buffer_bytes
         self._catch_up_unsent = 0  # bytes written by catch-ups, not yet sent (CATCH_UP_BUDGET)
         # One fan-out at a time, so every client receives frames in id order. Whoever holds it
@@ -201,6 +208,8 @@ class Hub:
         self.occupied = asyncio.Event()
         #: Whether the process is shutting down: no new client is taken.
         self.draining = False
+        #: The part of each event loop iteration that batched subscribes may take.
+        self.subscribe_share = LoopShare(SUBSCRIBE_SHARE_SECONDS)
 
     @property
     def metrics(self) -> Metrics:
@@ -264,6 +273,7 @@ class Hub:
             self.unsubscribe(ws, channel)
         self._subscriptions.pop(ws, None)
         self._dialects.pop(ws, None)
+        self._unwritten.pop(ws, None)
         if self._remove(self._default, ws):
             self._metrics.leaves.inc()
             logger.debug("client left (%d connected)", self.client_count)
@@ -286,9 +296,12 @@ class Hub:
     ) -> None:
         """Send ``channel``'s messages to ``ws`` too; with ``last_id``, the missed ones first.
 
-        Writes ``{"type": "subscribed", "channel": ..., "last_id": ...}`` before any message of
+        Answers ``{"type": "subscribed", "channel": ..., "last_id": ...}`` before any message of
         the channel: ``last_id`` is the id of its newest message so far (None if it has none),
-        from which a client that resubscribes later recovers what it missed.
+        from which a client that resubscribes later recovers what it missed. The answer is not
+        written at once: it waits for :meth:`flush`, with ``ws``'s other answers (a batch's
+        in one write), and the caller flushes before it next yields to the event loop. Any
+        fan-out writes them first, so no message of the channel ever overtakes its answer.
         With ``member`` (who the client is, on a channel with presence), the client is first
         announced to the channel's subscribers in every process, then told who is here with
         ``{"type": "presence", "channel": ..., "members": [...]}`` right after ``subscribed``.
@@ -330,16 +343,16 @@ class Hub:
         subscriptions[channel] = member
         if stream.log.newest_id is not None:
             newest_id = stream.log.newest_id  # delivered here meanwhile, or known already
-        subscribed = event(type="subscribed", channel=channel, last_id=newest_id)
+        answer = subscribed(channel, newest_id)
         if counted:
             count = self._counts.get(channel, stream.subscriber_count + 1)
             presence = event(type="presence", channel=channel, count=count)
             if channel not in self._counting:
                 self._counting[channel] = asyncio.create_task(self._count_presence(stream))
-        transport.write(
-            self._frame(ws, "subscribed", subscribed)
-            + (b"" if presence is None else self._frame(ws, "presence", presence))
-        )
+        unwritten = self._unwritten.setdefault(ws, [])
+        unwritten.append(self._frame(ws, "subscribed", answer))
+        if presence is not None:
+            unwritten.append(self._frame(ws, "presence", presence))
         self._add(stream, ws, transport, last_id)
 
     def unsubscribe(self, ws: web.WebSocketResponse, channel: str) -> None:
@@ -368,6 +381,8 @@ class Hub:
     def send(self, ws: web.WebSocketResponse, message: dict[str, object]) -> bool:
         """Send ``message`` (JSON-serialisable, with a ``type``) to ``ws`` alone.
 
+        Written after ``ws``'s answers that wait for :meth:`flush`, with them.
+
         Returns:
             False if ``ws`` is gone or was just cut off.
         """
@@ -375,7 +390,22 @@ class Hub:
         if transport is None:
             return False
         payload = json.dumps(message, separators=(",", ":")).encode()
-        return self._write(ws, transport, self._frame(ws, str(message["type"]), payload))
+        frame = self._frame(ws, str(message["type"]), payload)
+        if (unwritten := self._unwritten.get(ws)) is not None:
+            unwritten.append(frame)
+            return not _ended(ws, transport)
+        return self._write(ws, transport, frame)
+
+    def flush(self, ws: web.WebSocketResponse) -> None:
+        """Write ``ws``'s answers that wait (of :meth:`subscribe` and :meth:`send`), in one write.
+
+        Its subscribes' answers wait for this, so that a batch of them costs one write; whoever
+        subscribes calls it before it next yields to the event loop (other tasks write to
+        ``ws``: a channel's messages must not go before their channel's answer).
+        """
+        unwritten = self._unwritten.pop(ws, None)
+        if unwritten is not None and (transport := self._default.transport(ws)) is not None:
+            self._write(ws, transport, b"".join(unwritten))
 
     async def broadcast(self, data: object, channel: str | None = None) -> int:
         """Send ``data`` to every client of every process, or to ``channel``'s subscribers.
@@ -685,6 +715,8 @@ class Hub:
         Returns:
             The number of clients written to.
         """
+        while self._unwritten:  # answers before messages: a hook that broadcast, asked about one
+            self.flush(next(iter(self._unwritten)))
         # Framed once for every client (and once per dialect): a delivery is one transport.write,
         # with no coroutine. This bypasses aiohttp's per-send path (two coroutines and a copy),
         # which cost 20-30 % of the fan-out's throughput (vip-skeleton's fan-out benchmark).

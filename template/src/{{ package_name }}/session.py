@@ -22,10 +22,11 @@ Every frame a client sends is a JSON object with a ``type``:
 
 A refused or malformed one is answered with ``{"type": "error", "request": T, "reason": R}``
 (and ``"channel": C`` when it names one); the connection stays open. Each request is handled in
-turn, within ``HOOK_TIMEOUT`` seconds for the service's hooks, and counts against the client's
-allowance of messages and bytes like any frame. A refusal that may not hold a while later (the
-broker is away, too many new channels) carries ``"retry_after": S``, seconds after which the same
-request may succeed: clients send it again then, with backoff.
+turn, within ``HOOK_TIMEOUT`` seconds for each answer of the service's hooks (counted from the
+hook's first wait: one that answers without waiting is not timed at all), and counts against
+the client's allowance of messages and bytes like any frame. A refusal that may not hold a while
+later (the broker is away, too many new channels) carries ``"retry_after": S``, seconds after
+which the same request may succeed: clients send it again then, with backoff.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+import types
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from .frames import Dialect
-from .guards import TokenBucket, is_valid_channel, is_valid_close_code, parse_json
+from .guards import LoopShare, TokenBucket, is_valid_channel, is_valid_close_code, parse_json
 from .hooks import Connection, Hooks, Refusal
 from .hub import HubUnavailable, Member
 from .inbound import OVER_ALLOWANCE, FrameRefusal
@@ -48,17 +50,14 @@ from .metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
-#: Seconds a hook of the service may take to answer one request.
+#: Seconds a hook of the service may take to answer one request, from its first wait (a hook
+#: that answers without waiting, as the defaults do, costs no timer).
 HOOK_TIMEOUT = 5.0
 #: Close code of a client past its allowance: too much, too soon. Not 1008, which clients take
 #: as final: this one they retry, after a longer backoff, and send more slowly (docs/protocol.md).
 RATE_EXCEEDED = 4008
 #: Most subscribes in one batched ``subscribe`` frame.
 SUBSCRIBE_BATCH = 100
-#: Subscribes of a batch answered between two yields to the event loop: a deploy's wave brings
-#: thousands of batches at once, and each loop iteration (which a fan-out to thousands of
-#: clients needs a dozen of, and the health check one) runs a step of every one of them.
-SUBSCRIBE_YIELD_EVERY = 10
 #: Seconds after which a subscribe refused as unavailable (the broker is away) may be retried.
 UNAVAILABLE_RETRY_AFTER = 1.0
 #: What a publish past a budget of the process is refused with, by budget.
@@ -157,6 +156,9 @@ class SessionHub(Protocol):
     :class:`~.hub.Hub` is one; a session never sees the rest of it (producers, drain, brokers).
     """
 
+    #: The part of each event loop iteration that every session's batched subscribes share.
+    subscribe_share: LoopShare
+
     @property
     def metrics(self) -> Metrics: ...
 
@@ -171,6 +173,8 @@ class SessionHub(Protocol):
     def leave(self, ws: web.WebSocketResponse) -> None: ...
 
     def send(self, ws: web.WebSocketResponse, message: dict[str, object]) -> bool: ...
+
+    def flush(self, ws: web.WebSocketResponse) -> None: ...
 
     def subscriptions(self, ws: web.WebSocketResponse) -> int: ...
 
@@ -254,12 +258,56 @@ async def broadcast_within_budget(hub: SessionHub, channel: str, data: object) -
         raise Refusal("unavailable, try again") from None
 
 
+async def _eagerly(
+    awaitable: Awaitable[Any], suspending: Callable[[], None], within: float | None = None
+) -> Any:
+    """Await ``awaitable``, its first step at once; if it waits, call ``suspending`` first.
+
+    ``suspending`` runs before the event loop runs anything else (it flushes what a session
+    gathered for one write), and ``within`` (seconds, then ``TimeoutError``) counts from that
+    first wait: an awaitable that completes without waiting costs no timer at all.
+    """
+    steps = awaitable.__await__()
+    try:
+        first = steps.send(None)
+    except StopIteration as done:
+        return done.value
+    suspending()
+    if within is None:
+        return await _resumed(steps, first)
+    async with asyncio.timeout(within):
+        return await _resumed(steps, first)
+
+
+@types.coroutine
+def _resumed(steps: Generator[Any, None, Any], yielded: object) -> Generator[Any, Any, Any]:
+    """The rest of ``steps``, an awaitable's steps whose first yielded ``yielded`` already."""
+    while True:
+        try:
+            sent = yield yielded
+        except BaseException as error:  # a cancellation (a timeout), or the coroutine closed
+            try:
+                yielded = steps.throw(error)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                yielded = steps.send(sent)
+            except StopIteration as done:
+                return done.value
+
+
 class Session:
     """One connection's requests, answered in turn, from :meth:`join` to :meth:`close`.
 
     Made as soon as the client's WebSocket is prepared: from then on, the connection is closed
     with 4001 when its token expires or ``max_connection_seconds`` are over
     (:func:`close_when_expired`), until :meth:`close`.
+
+    The answers to a request go out in one write at its end (:meth:`Hub.flush`), or earlier
+    if it waits (a hook that waits, a shared broker), and always before the session yields to
+    the event loop: a batched subscribe's answers are one write, not one per channel, and no
+    message of a channel, written by other tasks, overtakes its ``subscribed``.
 
     Args:
         hub: The process's hub.
@@ -331,6 +379,12 @@ class Session:
 
     async def handle_message(self, message: dict[str, Any]) -> None:
         """Answer one request of the client, parsed already: an object whose ``type`` is a str."""
+        try:
+            await self._handle_message(message)
+        finally:
+            self._flush()
+
+    async def _handle_message(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind not in ("subscribe", "unsubscribe", "publish"):
             await self._ask(kind, None, self._service.on_message(self._connection, message))
@@ -351,7 +405,11 @@ class Session:
             await self._publish(channel, message["data"])
 
     async def _subscribe_batch(self, entries: object) -> None:
-        """Answer each ``{"channel": C, "last_id": N}`` of a batched subscribe, in turn."""
+        """Answer each ``{"channel": C, "last_id": N}`` of a batched subscribe, in turn.
+
+        Within the hub's ``subscribe_share`` of each event loop iteration, with every other
+        connection's batches: a deploy's wave never holds up the health check or the fan-outs.
+        """
         if (
             not isinstance(entries, list)
             or not 0 < len(entries) <= SUBSCRIBE_BATCH
@@ -359,9 +417,11 @@ class Session:
         ):
             self._refuse("subscribe", None, f"channels must be 1-{SUBSCRIBE_BATCH} objects")
             return
-        for count, entry in enumerate(entries):
-            if count and count % SUBSCRIBE_YIELD_EVERY == 0:
-                await asyncio.sleep(0)  # short loop iterations: live broadcasts go on
+        share = self._hub.subscribe_share
+        for entry in entries:
+            if share.spent():  # this iteration's share is used: the rest of it goes first
+                self._flush()
+                await share.wait()
             channel = entry.get("channel")
             if not is_valid_channel(channel):
                 self._refuse("subscribe", None, "a channel must be 1-128 letters, digits or _.:@/-")
@@ -383,7 +443,10 @@ class Session:
             member = Member(connection.member, connection.id) if presence else None
             counted = self._service.counts_presence(channel)
             try:
-                await hub.subscribe(ws, self._transport, channel, last_id, member, counted=counted)
+                await _eagerly(
+                    hub.subscribe(ws, self._transport, channel, last_id, member, counted=counted),
+                    self._flush,
+                )
             except HubUnavailable as error:
                 logger.warning("presence on %s failed: %s", channel, error)
                 self._refuse(
@@ -434,10 +497,12 @@ class Session:
         return True
 
     async def _answer(self, kind: str, channel: str | None, answer: Any) -> object:
-        """Await a hook's ``answer``; ``_REFUSED`` if it refused or failed (the client was told)."""
+        """Await a hook's ``answer``; ``_REFUSED`` if it refused or failed (the client was told).
+
+        ``HOOK_TIMEOUT`` counts from the hook's first wait (:func:`_eagerly`).
+        """
         try:
-            async with asyncio.timeout(HOOK_TIMEOUT):
-                result: object = await answer
+            result: object = await _eagerly(answer, self._flush, HOOK_TIMEOUT)
         except Refusal as refusal:
             self._refuse(kind, channel, refusal.reason)
             return _REFUSED
@@ -450,6 +515,10 @@ class Session:
             self._refuse(kind, channel, "the service failed")
             return _REFUSED
         return result
+
+    def _flush(self) -> None:
+        """Write the answers gathered so far, in one write."""
+        self._hub.flush(self._ws)
 
     def _refuse(
         self,
