@@ -229,8 +229,20 @@ def test_raw_websockets_on_ws_are_unaffected(make_app: Any) -> None:
     integers = asyncio.run(scenario())
     assert_one_sequence(integers)
     # A raw WebSocket upgrade on /socket.io/ is Socket.IO's: without its query, 400.
+    handshake = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+    }
+    conn = http.client.HTTPConnection("127.0.0.1", app.port, timeout=5)
+    conn.request("GET", "/socket.io/", headers=handshake)
+    response = conn.getresponse()
+    assert response.status == 400
+    assert re.search(r"transports: \['websocket'\]", response.read().decode())
+    # A malformed one (no key, no version) is refused before Socket.IO sees it, as on /_ws/.
     conn = http.client.HTTPConnection("127.0.0.1", app.port, timeout=5)
     conn.request("GET", "/socket.io/", headers={"Upgrade": "websocket", "Connection": "Upgrade"})
     response = conn.getresponse()
     assert response.status == 400
-    assert re.search(r"transports: \['websocket'\]", response.read().decode())
+    assert "not a valid WebSocket handshake" in response.read().decode()
