@@ -21,6 +21,7 @@ from dotenv.parser import parse_stream
 from . import logs
 from .app import SERVER, create_app, shutdown
 from .broker import Broker
+from .handover import HttpFront
 from .metrics import Metrics
 from .scaleout import create_broker
 from .settings import SHUTDOWN_SECONDS, Settings, SettingsError
@@ -52,25 +53,33 @@ async def serve(settings: Settings, broker: Broker, metrics: Metrics) -> None:
         keepalive_timeout=IDLE_TIMEOUT,
     )
     await runner.setup()
+    http = runner.server
+    assert http is not None  # made by setup()
     _calm_the_garbage_collector()
-    # Plain HTTP on all interfaces: the platform terminates TLS in front of the app.
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=2048, reuse_address=True)
+    loop = asyncio.get_running_loop()
     try:
-        await site.start()
+        # Plain HTTP on all interfaces: the platform terminates TLS in front of the app. Every
+        # connection is aiohttp's until a WebSocket handshake on /_ws/ hands it over.
+        server = await loop.create_server(
+            lambda: HttpFront(http()),
+            settings.host,
+            settings.port,
+            backlog=2048,
+            reuse_address=True,
+        )
     except OSError as error:
         await runner.cleanup()
         reason = error.strerror or str(error)
         raise ListenError(f"cannot listen on {settings.host}:{settings.port}: {reason}") from None
     logger.info("listening on http://%s:%d", settings.host, settings.port)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         # Deploys send SIGTERM: close WebSockets with 1012 over DRAIN_SECONDS (1001 for any
         # left), stop, exit within the platform's 10 s.
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     logger.info("shutting down")
-    await shutdown(runner)
+    await shutdown(runner, server)
     logger.info("stopped")
 
 

@@ -210,8 +210,9 @@ def create_app(settings: Settings, broker: Broker, metrics: Metrics) -> web.Appl
     return app
 
 
-async def shutdown(runner: web.AppRunner) -> None:
-    """Stop the app of ``runner`` within ``SHUTDOWN_SECONDS``: drain, close, clean up.
+async def shutdown(runner: web.AppRunner, server: asyncio.Server) -> None:
+    """Stop the app of ``runner``, served by ``server``, within ``SHUTDOWN_SECONDS``: drain,
+    close, clean up.
 
     Drain: new WebSockets are refused (503) and the connected ones closed with 1012 over
     ``DRAIN_SECONDS``, so that their reconnects reach the other containers spread out, not in
@@ -227,6 +228,7 @@ async def shutdown(runner: web.AppRunner) -> None:
             await app[HUB_KEY].drain(app[SETTINGS_KEY].drain_seconds)
             # Deploys stop the process: any client left reconnects to the next one.
             await app[HUB_KEY].close_all()
+            server.close()
             await runner.cleanup()
     except TimeoutError:
         logger.warning(

@@ -19,14 +19,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from aiohttp import WSMsgType, hdrs, web
+from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .broker import PublishInProgress
 from .guards import Allowance, client_address, is_valid_channel, origin_allowed, parse_json
-from .hooks import Connection, connection_token
-from .hub import HubUnavailable
-from .inbound import ClientWebSocket
+from .handover import hand_over
+from .hooks import BEARER_PROTOCOL, Connection, connection_token
+from .hub import Client, HubUnavailable
+from .inbound import RawClient
 from .keys import (
     ADMISSION_KEY,
     HUB_KEY,
@@ -37,7 +38,7 @@ from .keys import (
     UNJOINED_KEY,
 )
 from .logs import CONNECTION
-from .session import Session, broadcast_within_budget, next_message
+from .session import Session, broadcast_within_budget
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -83,43 +84,47 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
             text="This path serves WebSocket connections only.\n",
             headers={hdrs.UPGRADE: "websocket"},
         )
-    with named_connection(request) as connection_id:
+    with named_connection(request) as about:
         admit(request)
         try:
             last_id = int(request.query["last_id"]) if "last_id" in request.query else None
         except ValueError:
             raise web.HTTPBadRequest(text="last_id must be an integer\n") from None
         identity = await authenticate(request)
-        ws = client_websocket(request.app[SETTINGS_KEY])
-        await ws.prepare(request)  # a malformed handshake gets 400 here, before any 101
-        transport = request.transport
-        if transport is None:  # the client went away during the handshake
-            return ws
-        session = open_session(request, ws, transport, connection_id, identity)
-        session.join(last_id)
-        heard = request.app[HUB_KEY].heard
+        settings, hub = request.app[SETTINGS_KEY], request.app[HUB_KEY]
+        allowance = Allowance(
+            settings.client_messages_per_second,
+            settings.client_bytes_per_second,
+            asyncio.get_running_loop().time(),
+        )
+        # Every frame counts against the client's allowance; 1009 past MAX_MESSAGE_BYTES.
+        client = RawClient(
+            allowance, max_message_bytes=settings.max_message_bytes, heard=hub.heard, about=about
+        )
         try:
-            if await session.open():
-                # Every frame counts against the client's allowance of messages and bytes.
-                while (message := await next_message(ws, heard)) is not None:
-                    if message.type is WSMsgType.TEXT:
-                        await session.handle(message.data)
-                    # Binary frames are ignored.
-        finally:
-            session.close()
-            await session.ended(ws.ending_code)
-        return ws
+            # A malformed handshake gets 400 here, before any 101; after it, the connection
+            # is the client's own protocol's, not aiohttp's.
+            received = hand_over(request, client, (BEARER_PROTOCOL,))
+        except ConnectionResetError:  # the client went away during the handshake
+            return web.Response(status=101)
+        transport = client.transport
+        assert transport is not None  # given by the handover
+        session = open_session(request, client, transport, about["connection"], identity)
+        session.join(last_id)
+        client.start(session, received)
+        return web.Response(status=101)
 
 
 @contextlib.contextmanager
-def named_connection(request: web.Request) -> Iterator[str]:
-    """Name the connection of ``request`` in every log line about it; yield its id."""
+def named_connection(request: web.Request) -> Iterator[dict[str, str]]:
+    """Name the connection of ``request`` in every log line about it; yield its name
+    (``connection``: its id, and ``client``)."""
     # Every log line about this connection names it, and its client behind the platform's proxy;
     # the next request on a refused connection's keep-alive is not about it any more.
     about = {"connection": secrets.token_hex(4), "client": _client_address(request)}
     token = CONNECTION.set(about)
     try:
-        yield about["connection"]
+        yield about
     finally:
         CONNECTION.reset(token)
 
@@ -132,22 +137,9 @@ def _client_address(request: web.Request) -> str:
     return client_address(request.remote, forwarded_for, hops)
 
 
-def client_websocket(settings: Settings) -> ClientWebSocket:
-    """A client's WebSocket, not prepared yet: every frame charged to its own allowance.
-
-    Closed with 1009 when the client sends more than ``MAX_MESSAGE_BYTES`` in one message.
-    """
-    allowance = Allowance(
-        settings.client_messages_per_second,
-        settings.client_bytes_per_second,
-        asyncio.get_running_loop().time(),
-    )
-    return ClientWebSocket(allowance, max_message_bytes=settings.max_message_bytes)
-
-
 def open_session(
     request: web.Request,
-    ws: ClientWebSocket,
+    ws: Client,
     transport: asyncio.Transport,
     connection_id: str,
     identity: str | None,

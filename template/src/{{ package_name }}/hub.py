@@ -15,10 +15,10 @@ chunks of the replay log written whole, each once the previous one has drained, 
 unsent-bytes limit as live frames, and never under anything that others wait on. Only then does it
 receive live broadcasts, so it gets every missed broadcast, then the live ones, in order, once.
 
-The hub writes frames to the transport itself and relies on two things aiohttp does: its
-connections here never compress, so a frame is written whole in one go with no await in between;
-and ``WebSocketResponse.close()`` marks the response ``closed`` before it writes the close frame,
-so checking ``closed`` right before a write keeps any data frame from following a close frame.
+The hub writes frames to the transport itself and relies on two things of every
+:class:`Client`: its connection never compresses, so a frame is written whole in one go with no
+await in between; and ``close()`` marks it ``closed`` before it writes the close frame, so
+checking ``closed`` right before a write keeps any data frame from following a close frame.
 
 Every message is a JSON object; a client joined with a :data:`~.frames.Dialect` gets each one as
 that dialect rewrites it, rewritten once per fan-out for all the clients of the dialect. Frames are
@@ -37,9 +37,9 @@ import socket
 import time
 from collections import OrderedDict
 from collections.abc import Coroutine
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
-from aiohttp import WSCloseCode, web
+from aiohttp import WSCloseCode
 
 from .broker import Broker, HubUnavailable, Member
 from .catchup import (
@@ -60,7 +60,7 @@ from .metrics import Metrics
 from .replay import ReplayLog
 
 # HubUnavailable too: a 0.2.0 project's own integers.py imports it from here (never updated).
-__all__ = ["CLOSE_TIMEOUT", "Hub", "HubUnavailable", "Member"]
+__all__ = ["CLOSE_TIMEOUT", "Client", "Hub", "HubUnavailable", "Member"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,21 @@ CUT_OFF_REASONS = {
 }
 
 
+class Client(Protocol):
+    """A client's WebSocket as the hub sees it; the hub writes to its transport itself.
+
+    A raw client (:class:`~.inbound.RawClient`) is one, and so is aiohttp's
+    ``WebSocketResponse`` (Socket.IO's clients).
+    """
+
+    @property
+    def closed(self) -> bool:
+        """Whether a close frame was sent or received: no data frame may follow."""
+
+    async def close(self, *, code: int = ..., message: bytes = ...) -> bool:
+        """Close with ``code`` and ``message``; return once the closing handshake is over."""
+
+
 class _CatchUp(NamedTuple):
     """A client being brought up to date on a stream."""
 
@@ -123,8 +138,8 @@ class _Stream:
         self.channel = channel
         self.log = ReplayLog(replay_size)
         self.restarts = 0  # times a hole in the ids made the replay log start again
-        self.clients: dict[web.WebSocketResponse, asyncio.Transport] = {}
-        self.catching_up: dict[web.WebSocketResponse, _CatchUp] = {}
+        self.clients: dict[Client, asyncio.Transport] = {}
+        self.catching_up: dict[Client, _CatchUp] = {}
         self.delivered = asyncio.Event()  # set, and replaced, at each delivery
         self.publishes: TokenBucket | None = None  # clients' publishes it takes, once it has any
 
@@ -132,13 +147,13 @@ class _Stream:
     def subscriber_count(self) -> int:
         return len(self.clients) + len(self.catching_up)
 
-    def subscribers(self) -> list[tuple[web.WebSocketResponse, asyncio.Transport]]:
+    def subscribers(self) -> list[tuple[Client, asyncio.Transport]]:
         """Every subscriber with its transport: the live ones, then the catching-up ones."""
         return [*self.clients.items()] + [
             (ws, catching_up.transport) for ws, catching_up in self.catching_up.items()
         ]
 
-    def transport(self, ws: web.WebSocketResponse) -> asyncio.Transport | None:
+    def transport(self, ws: Client) -> asyncio.Transport | None:
         """The transport of the subscriber ``ws``, live or catching up; None if it is not one."""
         transport = self.clients.get(ws)
         if transport is None and (catching_up := self.catching_up.get(ws)) is not None:
@@ -188,10 +203,10 @@ class Hub:
         # (a deploy's reconnects): channel -> loop time it became idle, oldest first. Ordered
         # so that the oldest is found and forgotten in O(1), however many there are.
         self._idle_channels: OrderedDict[str, float] = OrderedDict()
-        self._subscriptions: dict[web.WebSocketResponse, dict[str, Member | None]] = {}
-        self._dialects: dict[web.WebSocketResponse, Dialect] = {}  # clients of another dialect
+        self._subscriptions: dict[Client, dict[str, Member | None]] = {}
+        self._dialects: dict[Client, Dialect] = {}  # clients of another dialect
         # Frames for one client alone (subscribes' answers) that wait for flush(), in order.
-        self._unwritten: dict[web.WebSocketResponse, list[bytes]] = {}
+        self._unwritten: dict[Client, list[bytes]] = {}
         self._max_client_buffer_bytes = max_client_buffer_bytes
         self._catch_up_unsent = 0  # bytes written by catch-ups, not yet sent (CATCH_UP_BUDGET)
         # One fan-out at a time, so every client receives frames in id order. Whoever holds it
@@ -203,7 +218,7 @@ class Hub:
         self._counting: dict[str, asyncio.Task[None]] = {}
         self._counts: dict[str, int] = {}  # counted channel -> the count its subscribers have
         # Clients pinged by the last heartbeat that have sent nothing since, not even the pong.
-        self._unheard: set[web.WebSocketResponse] = set()
+        self._unheard: set[Client] = set()
         #: Set while at least one client is connected.
         self.occupied = asyncio.Event()
         #: Whether the process is shutting down: no new client is taken.
@@ -238,7 +253,7 @@ class Hub:
 
     def join(
         self,
-        ws: web.WebSocketResponse,
+        ws: Client,
         transport: asyncio.Transport,
         last_id: int | None,
         dialect: Dialect | None = None,
@@ -266,7 +281,7 @@ class Hub:
         self._metrics.joins.inc()
         logger.debug("client joined (%d connected)", self.client_count)
 
-    def leave(self, ws: web.WebSocketResponse) -> None:
+    def leave(self, ws: Client) -> None:
         """Forget a client whose connection has ended, and every channel it subscribed to."""
         self._unheard.discard(ws)
         for channel in [*self._subscriptions.get(ws, ())]:
@@ -280,13 +295,13 @@ class Hub:
         if not self.client_count:
             self.occupied.clear()
 
-    def subscriptions(self, ws: web.WebSocketResponse) -> int:
+    def subscriptions(self, ws: Client) -> int:
         """Number of channels ``ws`` subscribes to."""
         return len(self._subscriptions.get(ws, ()))
 
     async def subscribe(
         self,
-        ws: web.WebSocketResponse,
+        ws: Client,
         transport: asyncio.Transport,
         channel: str,
         last_id: int | None,
@@ -355,7 +370,7 @@ class Hub:
             unwritten.append(self._frame(ws, "presence", presence))
         self._add(stream, ws, transport, last_id)
 
-    def unsubscribe(self, ws: web.WebSocketResponse, channel: str) -> None:
+    def unsubscribe(self, ws: Client, channel: str) -> None:
         """Stop sending ``channel``'s messages to ``ws``, announcing it leaves if it was present."""
         subscriptions = self._subscriptions.get(ws)
         if subscriptions is None or channel not in subscriptions:
@@ -374,11 +389,11 @@ class Hub:
         """Whether ``channel`` exists in this process (subscribed to, or idle and kept)."""
         return channel in self._channels
 
-    def is_subscribed(self, ws: web.WebSocketResponse, channel: str) -> bool:
+    def is_subscribed(self, ws: Client, channel: str) -> bool:
         """Whether ``ws`` subscribes to ``channel``."""
         return channel in self._subscriptions.get(ws, ())
 
-    def send(self, ws: web.WebSocketResponse, message: dict[str, object]) -> bool:
+    def send(self, ws: Client, message: dict[str, object]) -> bool:
         """Send ``message`` (JSON-serialisable, with a ``type``) to ``ws`` alone.
 
         Written after ``ws``'s answers that wait for :meth:`flush`, with them.
@@ -396,7 +411,7 @@ class Hub:
             return not _ended(ws, transport)
         return self._write(ws, transport, frame)
 
-    def flush(self, ws: web.WebSocketResponse) -> None:
+    def flush(self, ws: Client) -> None:
         """Write ``ws``'s answers that wait (of :meth:`subscribe` and :meth:`send`), in one write.
 
         Its subscribes' answers wait for this, so that a batch of them costs one write; whoever
@@ -466,7 +481,7 @@ class Hub:
         text = json.dumps(data, separators=(",", ":"), allow_nan=False)
         return await self._broker.publish_once(key, text, channel)
 
-    def heard(self, ws: web.WebSocketResponse) -> None:
+    def heard(self, ws: Client) -> None:
         """Note that ``ws`` sent a frame (a pong or anything else): its peer is still there."""
         self._unheard.discard(ws)
 
@@ -641,7 +656,7 @@ class Hub:
     def _add(
         self,
         stream: _Stream,
-        ws: web.WebSocketResponse,
+        ws: Client,
         transport: asyncio.Transport,
         last_id: int | None,
     ) -> None:
@@ -653,7 +668,7 @@ class Hub:
         stream.catching_up[ws] = _CatchUp(transport, task)
         task.add_done_callback(lambda _task: stream.catching_up.pop(ws, None))
 
-    def _remove(self, stream: _Stream, ws: web.WebSocketResponse) -> bool:
+    def _remove(self, stream: _Stream, ws: Client) -> bool:
         """Forget ``ws`` as a subscriber of ``stream``; whether it was one."""
         catching_up = stream.catching_up.pop(ws, None)
         if catching_up is not None and catching_up.task is not asyncio.current_task():
@@ -681,7 +696,7 @@ class Hub:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _write(self, ws: web.WebSocketResponse, transport: asyncio.Transport, frame: bytes) -> bool:
+    def _write(self, ws: Client, transport: asyncio.Transport, frame: bytes) -> bool:
         """Write ``frame`` to one client, within its unsent-bytes limit."""
         if _ended(ws, transport):
             return False
@@ -691,7 +706,7 @@ class Hub:
         transport.write(frame)
         return True
 
-    def _frame(self, ws: web.WebSocketResponse, kind: str, payload: bytes) -> bytes:
+    def _frame(self, ws: Client, kind: str, payload: bytes) -> bytes:
         """The frame of the message ``payload`` (a ``kind`` of :data:`~.frames.Dialect`) for
         ``ws``."""
         dialect = self._dialects.get(ws)
@@ -731,8 +746,8 @@ class Hub:
         if catching_up:
             sockets += stream.catching_up
             transports += [catching_up.transport for catching_up in stream.catching_up.values()]
-        closing: list[web.WebSocketResponse] = []
-        slow: list[tuple[web.WebSocketResponse, asyncio.Transport]] = []
+        closing: list[Client] = []
+        slow: list[tuple[Client, asyncio.Transport]] = []
         dropped = 0
         for start in range(0, len(sockets), YIELD_EVERY):
             if start:
@@ -757,8 +772,8 @@ class Hub:
 
     def _drop(
         self,
-        closing: list[web.WebSocketResponse],
-        slow: list[tuple[web.WebSocketResponse, asyncio.Transport]],
+        closing: list[Client],
+        slow: list[tuple[Client, asyncio.Transport]],
     ) -> int:
         """Forget the ``closing`` clients, cut the ``slow`` ones off, and empty both lists.
 
@@ -777,7 +792,7 @@ class Hub:
     async def _catch_up(
         self,
         stream: _Stream,
-        ws: web.WebSocketResponse,
+        ws: Client,
         transport: asyncio.Transport,
         last_id: int,
     ) -> None:
@@ -804,7 +819,7 @@ class Hub:
     async def _bring_up_to_date(
         self,
         stream: _Stream,
-        ws: web.WebSocketResponse,
+        ws: Client,
         transport: asyncio.Transport,
         last_id: int,
     ) -> str | None:
@@ -865,7 +880,7 @@ class Hub:
             self._catch_up_unsent -= held
 
     def _cut_off(
-        self, ws: web.WebSocketResponse, transport: asyncio.Transport, reason: str
+        self, ws: Client, transport: asyncio.Transport, reason: str
     ) -> None:
         """Close a client with 1013 for ``reason``: a key of ``CUT_OFF_REASONS``."""
         self.leave(ws)
@@ -877,7 +892,7 @@ class Hub:
         )
         self._in_background(_close(ws, transport, WSCloseCode.TRY_AGAIN_LATER, b"too slow"))
 
-    def _drop_silent(self, ws: web.WebSocketResponse, transport: asyncio.Transport) -> None:
+    def _drop_silent(self, ws: Client, transport: asyncio.Transport) -> None:
         """Abort the connection of a client that answered no ping: its peer is gone."""
         self.leave(ws)
         self._metrics.cut_offs.labels("silent").inc()
@@ -885,7 +900,7 @@ class Hub:
         transport.abort()
 
 
-def _ended(ws: web.WebSocketResponse, transport: asyncio.Transport) -> bool:
+def _ended(ws: Client, transport: asyncio.Transport) -> bool:
     """Whether the connection is closing: no data frame may be written to it any more."""
     return ws.closed or transport.is_closing()
 
@@ -901,7 +916,7 @@ async def _wait(delivered: asyncio.Event, seconds: float) -> float:
 
 
 async def _close(
-    ws: web.WebSocketResponse, transport: asyncio.Transport, code: int, reason: bytes
+    ws: Client, transport: asyncio.Transport, code: int, reason: bytes
 ) -> None:
     """Close ``ws`` with ``code``; drop the connection if the peer does not finish in time."""
     try:

@@ -1,46 +1,56 @@
-"""A client's frames, charged as they arrive: the one place where the app reaches into aiohttp.
+"""A raw client's connection after its handshake: frames charged, parsed, and answered in turn.
 
-aiohttp assembles a fragmented message before the app sees any of it: a client that sends a text
-frame without FIN, then empty continuation frames for ever, would have every frame parsed and
-none charged. :class:`ClientWebSocket` is aiohttp's ``WebSocketResponse`` whose incoming bytes
-first pass through a :class:`FrameMeter`, which reads only the frame headers (not the payloads)
-and, before aiohttp parses the frame:
+Once ``/_ws/``'s endpoint has accepted a handshake, the connection belongs to a
+:class:`RawClient` (:mod:`.handover`): an asyncio protocol driven by callbacks, with no task, no
+future and no aiohttp object while its client is idle. The hub writes its pre-encoded frames to
+the transport, as to any client.
 
-- charges every frame (text, binary, continuation, ping, pong, close) to the connection's
-  :class:`~.guards.Allowance`, one message and its payload's bytes;
-- bounds a fragmented message to ``MAX_FRAGMENTS`` frames and ``MAX_FRAGMENT_SECONDS`` seconds;
-- refuses a frame the client did not mask (RFC 6455, section 5.1: 1002).
+What the client sends passes, in order:
 
-Once a client is past any of these, nothing more of what it sends is parsed, nor even read: the
-frames before the offending one go to aiohttp's parser, reading stops, and the connection's
-reader gets a :class:`FrameRefusal` after them (``message.type`` ``ERROR``), on which
-:func:`~.session.next_message` closes the connection. Payload bytes are never copied or looked
-at here.
-
-The touch-point with aiohttp's internals, tested with aiohttp 3.14 (pinned ``<3.15``): the
-override of ``WebSocketResponse._post_start``, which puts the meter in front of the parser that
-aiohttp installs in the connection's ``RequestHandler`` (its ``_payload_parser`` slot, fed the
-bytes that came with the handshake from ``_message_tail``). ``tests/test_inbound.py`` fails if
-they change.
+- a :class:`FrameCounter`, which reads only the frame headers (not the payloads) and, before
+  anything is parsed, charges every frame (text, binary, continuation, ping, pong, close) to the
+  connection's :class:`~.guards.Allowance`, bounds a fragmented message to ``MAX_FRAGMENTS``
+  frames and ``MAX_FRAGMENT_SECONDS`` seconds, and refuses a frame the client did not mask
+  (RFC 6455, section 5.1). Past any of these, nothing more of what the client sends is parsed:
+  it is closed (``RATE_EXCEEDED``, 1008 or 1002);
+- ``websockets``' sans-I/O codec (``websockets.protocol.Protocol``, conformance-tested, public
+  API for this use), which parses the frames, answers pings, runs the closing handshake, and
+  fails the connection with 1009 past ``MAX_MESSAGE_BYTES`` and 1002 on a protocol error; a
+  text message that is not UTF-8 is failed with 1007 here;
+- the client's :class:`~.session.Session`, one text message at a time: while the session
+  answers one (a short task), reading pauses, so that requests are answered in order and a
+  client cannot queue more than its allowance. Binary messages are ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, NamedTuple
+import collections
+import logging
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple, cast
 
-from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
-from aiohttp.http_websocket import WebSocketWriter
-from aiohttp.web_request import BaseRequest
+from aiohttp import WSCloseCode
+from websockets.frames import Frame, Opcode
+from websockets.protocol import OPEN, Protocol, Side
 
 from .guards import Allowance
-from .hooks import BEARER_PROTOCOL
 from .hub import CLOSE_TIMEOUT
+from .logs import CONNECTION
+from .session import RATE_EXCEEDED, Session
+
+logger = logging.getLogger(__name__)
+#: The codec's own logger: it reports each connection it closes at INFO, which the app does not.
+_CODEC_LOGGER = logging.getLogger(f"{__name__}.codec")
+_CODEC_LOGGER.setLevel(logging.WARNING)
 
 #: Most frames one fragmented message may take, its first and last included.
 MAX_FRAGMENTS = 64
 #: Most seconds between the first frame of a fragmented message and its last.
 MAX_FRAGMENT_SECONDS = 10.0
+#: The sessions' tasks that tell the service a connection ended (their only strong reference).
+_ENDING: set[asyncio.Task[None]] = set()
 
 
 class FrameRefusal(NamedTuple):
@@ -51,73 +61,43 @@ class FrameRefusal(NamedTuple):
 
 
 #: The client sent more frames or bytes than its allowance (closed as any flooder).
-OVER_ALLOWANCE = FrameRefusal(WSCloseCode.POLICY_VIOLATION, b"too many messages")
+OVER_ALLOWANCE = FrameRefusal(RATE_EXCEEDED, b"too many messages")
 #: The client did not finish a fragmented message within the bounds.
 UNFINISHED = FrameRefusal(WSCloseCode.POLICY_VIOLATION, b"message not finished in time")
 #: The client sent an unmasked frame.
 UNMASKED = FrameRefusal(WSCloseCode.PROTOCOL_ERROR, b"frames must be masked")
 
 
-class FrameMeter:
-    """Reads the headers of a client's frames ahead of aiohttp's parser, and charges them.
+class FrameCounter:
+    """Reads the headers of a client's frames as they arrive, and charges each to ``allowance``.
 
     Args:
-        parser: aiohttp's parser of the connection (``feed_data``, ``feed_eof``).
-        queue: The queue the connection's reader reads messages from.
         allowance: What the client may send.
-        transport: The client's transport, no longer read once the client is refused.
+        loop: The event loop, whose clock the allowance counts in.
     """
 
-    __slots__ = (
-        "_allowance",
-        "_fragments",
-        "_head",
-        "_loop",
-        "_parser",
-        "_queue",
-        "_refused",
-        "_skip",
-        "_started",
-        "_transport",
-    )
+    __slots__ = ("_allowance", "_fragments", "_head", "_loop", "_skip", "_started")
 
-    def __init__(
-        self, parser: Any, queue: Any, allowance: Allowance, transport: asyncio.Transport
-    ) -> None:
-        self._parser = parser
-        self._queue = queue
+    def __init__(self, allowance: Allowance, loop: asyncio.AbstractEventLoop) -> None:
         self._allowance = allowance
-        self._transport = transport
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop
         self._head = b""  # the start of a frame header cut by the end of the last read
         self._skip = 0  # payload bytes of the current frame still to come
         self._started: float | None = None  # when the unfinished message began
         self._fragments = 0  # frames of the unfinished message
-        self._refused = False
 
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        """Charge the frames that begin in ``data``; pass them on to aiohttp's parser."""
-        if self._refused:
-            self._transport.pause_reading()  # in case aiohttp resumed it
-            return False, b""
+    def scan(self, data: bytes) -> tuple[int, FrameRefusal | None]:
+        """Charge each frame that begins in ``data``.
+
+        Returns:
+            How many bytes of ``data`` may be parsed (all of them, or up to the first refused
+            frame), and why the frame there is refused (None if none is).
+        """
         held = len(self._head)
         end, refusal = self._scan(self._head + data if held else data)
-        if refusal is None:
-            result: tuple[bool, bytes] = self._parser.feed_data(data)
-            return result
-        self._refused = True
-        if end > held:
-            self._parser.feed_data(data[: end - held])
-        self._transport.pause_reading()
-        # After the messages parsed so far; the reader closes the connection on it.
-        self._queue.feed_data(WSMessage(WSMsgType.ERROR, refusal, None), 0)
-        return False, b""
-
-    def feed_eof(self) -> None:
-        self._parser.feed_eof()
+        return max(end - held, 0), refusal
 
     def _scan(self, data: bytes) -> tuple[int, FrameRefusal | None]:
-        """Charge each frame header of ``data``; where the first refused frame starts, and why."""
         length = len(data)
         position = 0
         self._head = b""
@@ -165,27 +145,72 @@ class FrameMeter:
         return None
 
 
-class ClientWebSocket(web.WebSocketResponse):
-    """A client's WebSocket as both endpoints make it: every frame charged to ``allowance``.
+class RawClient(asyncio.Protocol):
+    """One client of ``/_ws/`` once its handshake is answered, driven by callbacks.
 
-    No compression, pings and closes left to the reader (where they are charged), the bearer
-    subprotocol echoed, and messages of up to ``max_message_bytes`` bytes accepted (1009 past it).
+    Made by the endpoint before the handover; :meth:`start` gives it its session, which it opens
+    (the service's ``on_connect``), then answers the client's text messages in turn. The hub
+    sees it as a :class:`~.hub.Client`: :attr:`closed`, and :meth:`close`.
+
+    Args:
+        allowance: What the client may send.
+        max_message_bytes: The largest message the client may send (1009 past it).
+        heard: Told each time the client sends something (the hub's ``heard``).
+        about: The connection's id and client, set in the log context of what it logs.
     """
 
-    def __init__(self, allowance: Allowance, *, max_message_bytes: int) -> None:
-        super().__init__(
-            # aiohttp refuses a message of exactly max_msg_size; the documented limit is inclusive.
-            max_msg_size=max_message_bytes + 1,
-            compress=False,
-            timeout=CLOSE_TIMEOUT,
-            # Pings and closes are answered by the reader, where they count against the allowance.
-            autoping=False,
-            autoclose=False,
-            # Echoed when a browser offers ["bearer", token]: it fails a handshake that echoes none.
-            protocols=(BEARER_PROTOCOL,),
-        )
-        self._allowance = allowance
+    __slots__ = (
+        "_about",
+        "_aborting",
+        "_busy",
+        "_closed_by_server_with",
+        "_closing",
+        "_codec",
+        "_counter",
+        "_fragments",
+        "_heard",
+        "_lost",
+        "_session",
+        "_text",
+        "_waiting",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        allowance: Allowance,
+        *,
+        max_message_bytes: int,
+        heard: Callable[[RawClient], None],
+        about: dict[str, str],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self._counter: FrameCounter | None = FrameCounter(allowance, loop)
+        self._codec = Protocol(Side.SERVER, max_size=max_message_bytes, logger=_CODEC_LOGGER)
+        self._heard = heard
+        self._about = about
+        self.transport: asyncio.Transport | None = None
+        self._session: Session | None = None
+        #: The task answering a message (or opening the session); reading pauses meanwhile.
+        self._busy: asyncio.Task[Any] | None = None
+        #: Text messages parsed while a task was busy, answered in turn after it.
+        self._waiting: collections.deque[str] | None = None
+        #: The fragments of an unfinished message (None: none), and whether it is text.
+        self._fragments: list[bytes] | None = None
+        self._text = True
         self._closed_by_server_with: int | None = None
+        #: Set when the server closes: done once the connection is lost.
+        self._closing: asyncio.Future[None] | None = None
+        #: Drops the connection if the peer does not finish the closing handshake in time.
+        self._aborting: asyncio.TimerHandle | None = None
+        self._lost = False
+
+    # --- the hub's side (hub.Client) ---------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """Whether a close frame was sent or received: no data frame may follow."""
+        return self._codec.state is not OPEN
 
     @property
     def ending_code(self) -> int:
@@ -193,31 +218,191 @@ class ClientWebSocket(web.WebSocketResponse):
         client's; 1006 (abnormal closure) while open or after no close frame at all."""
         if self._closed_by_server_with is not None:
             return self._closed_by_server_with
-        return WSCloseCode.ABNORMAL_CLOSURE if self.close_code is None else self.close_code
+        received = self._codec.close_rcvd
+        return WSCloseCode.ABNORMAL_CLOSURE if received is None else received.code
 
-    async def close(
-        self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
-    ) -> bool:
-        """Close as aiohttp does, remembering ``code`` if the server is the first to close.
-
-        aiohttp's ``close_code`` is the client's once its close frame has come: the client's
-        code if it closed first, and its answer's (often 1000) if the server did.
-        """
-        if self.close_code is None and self._closed_by_server_with is None:
+    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"") -> bool:
+        """Start the closing handshake with ``code`` and ``message``; return once the connection
+        is over (the caller bounds the wait: a peer that never answers is dropped after
+        ``CLOSE_TIMEOUT`` anyway)."""
+        codec = self._codec
+        if codec.state is OPEN:
             self._closed_by_server_with = code
-        return await super().close(code=code, message=message, drain=drain)
+            codec.send_close(code, message.decode(errors="replace"))
+            self._write()
+        if self._lost:
+            return True
+        self._finish_within_timeout()
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._closing)
+        return True
 
-    def _post_start(
-        self, request: BaseRequest, protocol: str | None, writer: WebSocketWriter
-    ) -> None:
-        # The touch-point (see the module's docstring): what came with the handshake is held
-        # back from aiohttp's parser until the meter stands in front of it.
-        handler = request.protocol
-        tail, handler._message_tail = handler._message_tail, b""
-        super()._post_start(request, protocol, writer)
-        transport = request.transport
-        assert transport is not None  # set during the handshake
-        meter = FrameMeter(handler._payload_parser, self._reader, self._allowance, transport)
-        handler._payload_parser = meter
-        if tail:
-            meter.feed_data(tail)
+    # --- the session's side ------------------------------------------------------------------
+
+    def start(self, session: Session, received: bytes) -> None:
+        """Open ``session`` (the service's ``on_connect``), then read the client: first
+        ``received``, what it sent behind its handshake."""
+        self._session = session
+        # Refused or failed, on_connect closed the connection: nothing it sends is answered.
+        self._run(session.open())
+        if received:
+            self.data_received(received)
+
+    # --- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        codec, counter = self._codec, self._counter
+        self._heard(self)
+        refusal = None
+        if counter is not None and codec.state is OPEN:
+            end, refusal = counter.scan(data)
+            if refusal is not None:
+                data = data[:end]
+        codec.receive_data(data)  # after a close, what comes is discarded
+        self._take_events()
+        if refusal is not None and codec.state is OPEN:
+            self._refuse(refusal)
+        self._write()
+
+    def eof_received(self) -> bool:
+        self._codec.receive_eof()
+        self._take_events()
+        self._write()
+        return False  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        if self._aborting is not None:
+            self._aborting.cancel()
+        if self._closing is not None and not self._closing.done():
+            self._closing.set_result(None)
+        if self._busy is None:
+            self._end()
+
+    # --- what the client sends ---------------------------------------------------------------
+
+    def _take_events(self) -> None:
+        """Answer what the codec parsed: pings and closes are its own, messages ours."""
+        for event in self._codec.events_received():
+            if not isinstance(event, Frame):
+                continue
+            opcode = event.opcode
+            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                self._text, self._fragments = opcode is Opcode.TEXT, [event.data]
+            elif opcode is Opcode.CONT and self._fragments is not None:
+                self._fragments.append(event.data)
+            else:
+                continue
+            if event.fin:
+                data, self._fragments = b"".join(self._fragments), None
+                if not self._text:
+                    self.binary_received(data)
+                    continue
+                try:
+                    text = data.decode()
+                except UnicodeDecodeError:
+                    self._codec.fail(WSCloseCode.INVALID_TEXT, "invalid UTF-8")
+                    return
+                self.text_received(text)
+
+    def text_received(self, text: str) -> None:
+        """Hand one text message to the session, in turn."""
+        if self._codec.state is not OPEN:  # a message after a close is not answered
+            return
+        if self._busy is not None:
+            if self._waiting is None:
+                self._waiting = collections.deque()
+            self._waiting.append(text)
+        elif self._session is not None:
+            self._run(self._session.handle(text))
+
+    def binary_received(self, data: bytes) -> None:
+        """Ignore a binary message: every request is a JSON text."""
+
+    def _refuse(self, refusal: FrameRefusal) -> None:
+        """Close a client past its allowance, or that broke a rule of :class:`FrameCounter`."""
+        self._counter = None
+        code, reason = refusal
+        with self._named():
+            if refusal is OVER_ALLOWANCE:
+                logger.warning("closing a client that sent too much (%d)", code)
+            else:
+                logger.warning("closing a client: %s (%d)", reason.decode(), code)
+        self._closed_by_server_with = code
+        self._codec.fail(code, reason.decode())
+
+    # --- one task at a time ------------------------------------------------------------------
+
+    def _run(self, work: Coroutine[Any, Any, object]) -> None:
+        """Run ``work`` (the session's), reading paused until it is done."""
+        with self._named():  # the task's log lines name the connection
+            self._busy = asyncio.get_running_loop().create_task(work)
+        self._busy.add_done_callback(self._done)
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and self._codec.state is OPEN:
+            transport.pause_reading()
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._busy = None
+        if not task.cancelled() and (error := task.exception()) is not None:
+            with self._named():
+                logger.error("answering a client failed", exc_info=error)
+        if self._lost:
+            self._end()
+            return
+        waiting = self._waiting
+        if waiting and self._session is not None and self._codec.state is OPEN:
+            self._run(self._session.handle(waiting.popleft()))
+            return
+        self._waiting = None
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def _end(self) -> None:
+        """The connection is over: out of the hub, and the service told (``on_disconnect``)."""
+        session, self._session = self._session, None
+        if session is None:
+            return
+        session.close()
+        with self._named():
+            task = asyncio.get_running_loop().create_task(session.ended(self.ending_code))
+        _ENDING.add(task)
+        task.add_done_callback(_ENDING.discard)
+
+    # --- what goes to the client -------------------------------------------------------------
+
+    def _write(self) -> None:
+        """Write what the codec has to send; once it has sent its close, finish the TCP
+        connection (the peer's FIN, or ``CLOSE_TIMEOUT`` at most)."""
+        transport = self.transport
+        if transport is None:
+            return
+        for chunk in self._codec.data_to_send():
+            if chunk:
+                transport.write(chunk)
+            elif not transport.is_closing():
+                # The codec's EOF: a server closes the TCP connection first (RFC 6455, 7.1.1),
+                # and reads on, discarding, until the client closes its side.
+                transport.write_eof()
+                self._finish_within_timeout()
+
+    def _finish_within_timeout(self) -> None:
+        """Read on (what comes is discarded but the peer's close), and drop the connection if
+        it is not over within ``CLOSE_TIMEOUT``."""
+        transport = self.transport
+        if self._aborting is None and transport is not None and not transport.is_closing():
+            transport.resume_reading()
+            self._aborting = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
+
+    @contextmanager
+    def _named(self) -> Iterator[None]:
+        """Name this connection in the log lines written meanwhile (and its tasks')."""
+        token = CONNECTION.set(self._about)
+        try:
+            yield
+        finally:
+            CONNECTION.reset(token)

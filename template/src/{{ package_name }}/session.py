@@ -1,8 +1,9 @@
-"""A client's session: its connection read frame by frame, and its requests answered in turn.
+"""A client's session: its requests answered in turn, once its frames are read.
 
-:func:`next_message` reads (and answers the control frames of) a client's WebSocket; a
-:class:`Session` answers the client's requests through the hub's role :class:`SessionHub`, from
+A :class:`Session` answers the client's requests through the hub's role :class:`SessionHub`, from
 :meth:`Session.join` to :meth:`Session.close`, and closes its connection when its token expires.
+The frames are read before, and charged to the client's allowance: by :class:`~.inbound.RawClient`
+on ``/_ws/``, through aiohttp's WebSocket for Socket.IO's clients.
 
 Every frame a client sends is a JSON object with a ``type``:
 
@@ -39,13 +40,12 @@ import types
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Protocol
 
-from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
+from aiohttp import WSCloseCode
 
 from .frames import Dialect
-from .guards import LoopShare, TokenBucket, is_valid_channel, is_valid_close_code, parse_json
+from .guards import LoopShare, TokenBucket, is_valid_channel, parse_json
 from .hooks import Connection, Hooks, Refusal
-from .hub import HubUnavailable, Member
-from .inbound import OVER_ALLOWANCE, FrameRefusal
+from .hub import Client, HubUnavailable, Member
 from .metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -81,54 +81,8 @@ MAX_CLOSE_REASON = 123
 _CLOSING: set[asyncio.Future[bool]] = set()
 
 
-async def next_message(
-    ws: web.WebSocketResponse,
-    heard: Callable[[web.WebSocketResponse], None],
-    *,
-    deadline: float | None = None,
-    who: str = "a client",
-) -> WSMessage | None:
-    """Return the client's next text or binary message; None once its connection is over.
-
-    ``ws`` is a :class:`~.inbound.ClientWebSocket`, whose every frame, pings and pongs included,
-    counts against the client's allowance as it arrives. Every message is reported to ``heard``.
-    A close is echoed (with 1002 for a code a client may not send), a ping answered, a pong
-    ignored; a client past its allowance is closed with ``RATE_EXCEEDED`` (4008; ``who`` names it
-    in the log), one that leaves a fragmented message unfinished with 1008, one that sends an
-    unmasked frame with 1002.
-
-    Raises:
-        TimeoutError: Nothing came by ``deadline``, a time of the event loop's clock.
-    """
-    loop = asyncio.get_running_loop()
-    while True:
-        message = await ws.receive(timeout=None if deadline is None else deadline - loop.time())
-        heard(ws)
-        if message.type is WSMsgType.CLOSE:
-            # Echo a valid close; answer a code a client may not send (1006, 5000...) with 1002.
-            valid = is_valid_close_code(message.data)
-            await ws.close(code=WSCloseCode.OK if valid else WSCloseCode.PROTOCOL_ERROR)
-            return None
-        if message.type is WSMsgType.ERROR and message.data is OVER_ALLOWANCE:
-            logger.warning("closing %s that sent too much (%d)", who, RATE_EXCEEDED)
-            await ws.close(code=RATE_EXCEEDED, message=b"too many messages")
-            return None
-        if message.type is WSMsgType.ERROR and isinstance(message.data, FrameRefusal):
-            # Nothing more of it is read (inbound.py): an unfinished message, an unmasked frame.
-            code, reason = message.data
-            logger.warning("closing %s: %s (%d)", who, reason.decode(), code)
-            await ws.close(code=code, message=reason)
-            return None
-        if message.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
-            return None
-        if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-            return message
-        if message.type is WSMsgType.PING:
-            await ws.pong(message.data)
-
-
 def close_when_expired(
-    ws: web.WebSocketResponse, connection: Connection, max_seconds: float
+    ws: Client, connection: Connection, max_seconds: float
 ) -> asyncio.TimerHandle:
     """Close ``ws`` with 4001 when its token expires, or after about ``max_seconds`` at most.
 
@@ -164,27 +118,27 @@ class SessionHub(Protocol):
 
     def join(
         self,
-        ws: web.WebSocketResponse,
+        ws: Client,
         transport: asyncio.Transport,
         last_id: int | None,
         dialect: Dialect | None = None,
     ) -> None: ...
 
-    def leave(self, ws: web.WebSocketResponse) -> None: ...
+    def leave(self, ws: Client) -> None: ...
 
-    def send(self, ws: web.WebSocketResponse, message: dict[str, object]) -> bool: ...
+    def send(self, ws: Client, message: dict[str, object]) -> bool: ...
 
-    def flush(self, ws: web.WebSocketResponse) -> None: ...
+    def flush(self, ws: Client) -> None: ...
 
-    def subscriptions(self, ws: web.WebSocketResponse) -> int: ...
+    def subscriptions(self, ws: Client) -> int: ...
 
-    def is_subscribed(self, ws: web.WebSocketResponse, channel: str) -> bool: ...
+    def is_subscribed(self, ws: Client, channel: str) -> bool: ...
 
     def has_channel(self, channel: str) -> bool: ...
 
     async def subscribe(
         self,
-        ws: web.WebSocketResponse,
+        ws: Client,
         transport: asyncio.Transport,
         channel: str,
         last_id: int | None,
@@ -193,7 +147,7 @@ class SessionHub(Protocol):
         counted: bool = False,
     ) -> None: ...
 
-    def unsubscribe(self, ws: web.WebSocketResponse, channel: str) -> None: ...
+    def unsubscribe(self, ws: Client, channel: str) -> None: ...
 
     def take_publish(self, channel: str) -> str | None: ...
 
@@ -201,7 +155,7 @@ class SessionHub(Protocol):
 
 
 async def call_on_connect(
-    service: Hooks, connection: Connection, ws: web.WebSocketResponse
+    service: Hooks, connection: Connection, ws: Client
 ) -> bool:
     """Ask the service's ``on_connect`` about ``connection``, which joined the hub; return
     whether its messages may be read.
@@ -325,7 +279,7 @@ class Session:
         self,
         hub: SessionHub,
         service: Hooks,
-        ws: web.WebSocketResponse,
+        ws: Client,
         transport: asyncio.Transport,
         connection: Connection,
         *,
