@@ -7,7 +7,6 @@ unmasked frames, a message of exactly ``MAX_MESSAGE_BYTES``.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import os
 import struct
@@ -15,9 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web, web_protocol
-
-from conftest import PACKAGE, Server
+from conftest import Server
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 UPGRADE = (
@@ -190,13 +187,3 @@ def test_a_message_of_exactly_max_message_bytes_is_accepted(make_server: Any) ->
     error, code = asyncio.run(scenario())
     assert error["reason"].startswith("not JSON")
     assert code == 1009
-
-
-def test_the_touch_point_with_aiohttp_is_where_inbound_py_expects_it() -> None:
-    # inbound.ClientWebSocket overrides this method and fills these slots (see its docstring):
-    # if aiohttp moves them, the meter would silently stand aside.
-    inbound = __import__(f"{PACKAGE}.inbound", fromlist=["ClientWebSocket"])
-    parameters = list(inspect.signature(web.WebSocketResponse._post_start).parameters)
-    assert parameters == ["self", "request", "protocol", "writer"]
-    assert {"_payload_parser", "_message_tail"} <= set(web_protocol.RequestHandler.__slots__)
-    assert "_post_start" in vars(inbound.ClientWebSocket)
