@@ -879,9 +879,7 @@ class Hub:
         finally:
             self._catch_up_unsent -= held
 
-    def _cut_off(
-        self, ws: Client, transport: asyncio.Transport, reason: str
-    ) -> None:
+    def _cut_off(self, ws: Client, transport: asyncio.Transport, reason: str) -> None:
         """Close a client with 1013 for ``reason``: a key of ``CUT_OFF_REASONS``."""
         self.leave(ws)
         self._metrics.cut_offs.labels(reason).inc()
@@ -915,9 +913,7 @@ async def _wait(delivered: asyncio.Event, seconds: float) -> float:
     return loop.time() - started
 
 
-async def _close(
-    ws: Client, transport: asyncio.Transport, code: int, reason: bytes
-) -> None:
+async def _close(ws: Client, transport: asyncio.Transport, code: int, reason: bytes) -> None:
     """Close ``ws`` with ``code``; drop the connection if the peer does not finish in time."""
     try:
         async with asyncio.timeout(CLOSE_TIMEOUT):

@@ -160,8 +160,8 @@ class RawClient(asyncio.Protocol):
     """
 
     __slots__ = (
-        "_about",
         "_aborting",
+        "_about",
         "_busy",
         "_closed_by_server_with",
         "_closing",
@@ -196,7 +196,7 @@ class RawClient(asyncio.Protocol):
         #: Text messages parsed while a task was busy, answered in turn after it.
         self._waiting: collections.deque[str] | None = None
         #: The fragments of an unfinished message (None: none), and whether it is text.
-        self._fragments: list[bytes] | None = None
+        self._fragments: list[bytes | bytearray | memoryview] | None = None
         self._text = True
         self._closed_by_server_with: int | None = None
         #: Set when the server closes: done once the connection is lost.

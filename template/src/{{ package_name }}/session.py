@@ -154,9 +154,7 @@ class SessionHub(Protocol):
     async def broadcast(self, data: object, channel: str | None = None) -> int: ...
 
 
-async def call_on_connect(
-    service: Hooks, connection: Connection, ws: Client
-) -> bool:
+async def call_on_connect(service: Hooks, connection: Connection, ws: Client) -> bool:
     """Ask the service's ``on_connect`` about ``connection``, which joined the hub; return
     whether its messages may be read.
 
