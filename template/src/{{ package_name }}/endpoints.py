@@ -39,7 +39,6 @@ from .keys import (
 )
 from .logs import CONNECTION
 from .session import Session, broadcast_within_budget
-from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
