@@ -359,7 +359,7 @@ class RawClient(asyncio.Protocol):
             self._run(self._session.handle(waiting.popleft()))
             return
         self._waiting = None
-        if self.transport is not None and not self.transport.is_closing():
+        if self.transport is not None and not self.transport.is_closing() and self._counter:
             self.transport.resume_reading()
 
     def _end(self) -> None:
@@ -386,16 +386,20 @@ class RawClient(asyncio.Protocol):
                 transport.write(chunk)
             elif not transport.is_closing():
                 # The codec's EOF: a server closes the TCP connection first (RFC 6455, 7.1.1),
-                # and reads on, discarding, until the client closes its side.
+                # then waits for the client to close its side.
                 transport.write_eof()
                 self._finish_within_timeout()
 
     def _finish_within_timeout(self) -> None:
-        """Read on (what comes is discarded but the peer's close), and drop the connection if
-        it is not over within ``CLOSE_TIMEOUT``."""
+        """Drop the connection if it is not over within ``CLOSE_TIMEOUT``; meanwhile read on
+        (discarding all but the peer's close), unless the client was refused: nothing more of
+        what a refused client sends is read."""
         transport = self.transport
         if self._aborting is None and transport is not None and not transport.is_closing():
-            transport.resume_reading()
+            if self._counter is None:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
             self._aborting = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
 
     @contextmanager
