@@ -299,6 +299,7 @@ class RawClient(asyncio.Protocol):
                 continue
             if event.fin:
                 data, self._fragments = b"".join(self._fragments), None
+                self._write()  # the pongs of pings sent before it go first
                 if not self._text:
                     self.binary_received(data)
                     continue
