@@ -298,7 +298,7 @@ def masked_close(code: int) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("sent", "answered"), [(1000, 1000), (4000, 1000), (1006, 1002), (5000, 1002)]
+    ("sent", "answered"), [(1000, 1000), (4000, 4000), (1006, 1002), (5000, 1002)]
 )
 def test_close_codes_a_client_may_not_send_are_answered_with_1002(
     server: Server, sent: int, answered: int

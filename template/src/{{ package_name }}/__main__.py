@@ -19,9 +19,9 @@ from dotenv import dotenv_values, load_dotenv
 from dotenv.parser import parse_stream
 
 from . import logs
-from .app import SERVER, create_app, shutdown
+from .app import create_app, shutdown
 from .broker import Broker
-from .handover import HttpFront
+from .handover import SERVER, HttpFront
 from .metrics import Metrics
 from .scaleout import create_broker
 from .settings import SHUTDOWN_SECONDS, Settings, SettingsError

@@ -23,6 +23,7 @@ from aiohttp import HttpVersion11, hdrs, web
 from . import bench
 from .broker import Broker
 from .dialects import add_dialects
+from .handover import SERVER
 from .endpoints import (
     STATIC_DIR,
     index,
@@ -52,8 +53,6 @@ from .settings import SHUTDOWN_SECONDS, WEBSOCKET_PATH_PREFIXES, Settings
 logger = logging.getLogger(__name__)
 
 HEALTH_CHECK_PATH = "/cache-healthcheck"
-#: What the ``Server`` header says: no name or version of the software behind it.
-SERVER = "app"
 #: Handshake headers an upgrade may carry once only (RFC 6455, section 4.1).
 SINGLE_HANDSHAKE_HEADERS = (hdrs.UPGRADE, hdrs.SEC_WEBSOCKET_KEY, hdrs.SEC_WEBSOCKET_VERSION)
 #: Seconds of ``SHUTDOWN_SECONDS`` kept for the process's own exit, once the app has stopped.

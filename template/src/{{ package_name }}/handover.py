@@ -30,6 +30,8 @@ from aiohttp import hdrs, web
 #: Most bytes of a GET request (its head and what follows it) kept until aiohttp answers: what
 #: aiohttp reads of a request before it pauses. A longer handshake is refused with 400.
 PENDING_LIMIT = 65_536
+#: What the ``Server`` header says: no name or version of the software behind it.
+SERVER = "app"
 #: What a server appends to the client's key before hashing it (RFC 6455, section 1.3).
 WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -197,7 +199,7 @@ def hand_over(request: web.Request, to: asyncio.Protocol, protocols: tuple[str, 
     accept = base64.b64encode(hashlib.sha1(key + WEBSOCKET_GUID, usedforsecurity=False).digest())
     response = (
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Accept: " + accept + b"\r\n"
+        b"Sec-WebSocket-Accept: " + accept + b"\r\nServer: " + SERVER.encode() + b"\r\n"
     )
     if ready.protocol is not None:
         response += b"Sec-WebSocket-Protocol: " + ready.protocol.encode() + b"\r\n"
