@@ -23,7 +23,6 @@ from aiohttp import HttpVersion11, hdrs, web
 from . import bench
 from .broker import Broker
 from .dialects import add_dialects
-from .handover import SERVER
 from .endpoints import (
     STATIC_DIR,
     index,
@@ -33,6 +32,7 @@ from .endpoints import (
     websocket_endpoint,
 )
 from .guards import Admission, is_websocket_path, origin_allowed
+from .handover import SERVER
 from .hooks import BEARER_PROTOCOL, PUBLISHER_KEY
 from .hub import Hub
 from .keys import (

@@ -21,10 +21,13 @@ grants it (``channels``, ``publish``), and to nobody else until the service says
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from types import MappingProxyType
+from typing import Any, TypeVar, overload
 
 from aiohttp import hdrs, web
+from multidict import CIMultiDictProxy, MultiDictProxy
+from yarl import URL
 
 from .publisher import Publisher
 from .settings import Settings
@@ -43,6 +46,8 @@ PUBLISHER_KEY = web.AppKey("publisher", Publisher)
 #: Where the default ``authenticate`` leaves the claims of the connection's token.
 TOKEN_CLAIMS = web.RequestKey("token_claims", Claims)
 
+_T = TypeVar("_T")
+
 
 class Refusal(Exception):
     """Raised by a hook to refuse a client's request; the client gets an error frame.
@@ -56,17 +61,97 @@ class Refusal(Exception):
         self.reason = reason
 
 
+class Handshake:
+    """A connection's handshake, as the hooks read it for as long as the connection lives.
+
+    What a ``web.Request`` tells of it: :attr:`path`, :attr:`query`, :attr:`headers`,
+    :attr:`cookies`, :attr:`remote`, :attr:`app`, and what ``authenticate`` stored in the
+    request by key (``handshake[TOKEN_CLAIMS]``, ``handshake.get(KEY)``). Not the request itself:
+    a ``web.Request`` holds aiohttp's whole connection handler (about 5 KB), which an open
+    WebSocket no longer needs.
+
+    Args:
+        request: The handshake's request.
+    """
+
+    __slots__ = ("_state", "app", "headers", "remote", "url")
+
+    def __init__(self, request: web.Request) -> None:
+        #: The app the connection was made to.
+        self.app = request.app
+        #: The handshake's headers.
+        self.headers: CIMultiDictProxy[str] = request.headers
+        #: The client's address as the socket saw it: the platform's proxy (``X-Forwarded-For``
+        #: names the client behind it).
+        self.remote = request.remote
+        #: The handshake's path and query string, relative to the host.
+        self.url: URL = request.rel_url
+        self._state: dict[Any, Any] | None = dict(request) if len(request) else None
+
+    @property
+    def path(self) -> str:
+        """The handshake's path, decoded (``/_ws/live``)."""
+        return self.url.path
+
+    @property
+    def query(self) -> MultiDictProxy[str]:
+        """The handshake's query string, parsed (``last_id``, say)."""
+        return self.url.query
+
+    @property
+    def cookies(self) -> Mapping[str, str]:
+        """The handshake's cookies by name: one pass over ``Cookie`` (RFC 6265), the first of
+        each name kept, a quoted value unquoted."""
+        cookies: dict[str, str] = {}
+        for pair in self.headers.get(hdrs.COOKIE, "").split(";"):
+            name, equals, value = pair.partition("=")
+            if equals and (name := name.strip()):
+                value = value.strip()
+                if len(value) >= 2 and value[0] == value[-1] == '"':
+                    value = value[1:-1]
+                cookies.setdefault(name, value)
+        return MappingProxyType(cookies)
+
+    @overload
+    def __getitem__(self, key: web.RequestKey[_T]) -> _T: ...
+
+    @overload
+    def __getitem__(self, key: str) -> Any: ...
+
+    def __getitem__(self, key: Any) -> Any:
+        """What was stored in the handshake's request under ``key``.
+
+        Raises:
+            KeyError: Nothing was.
+        """
+        if self._state is None:
+            raise KeyError(key)
+        return self._state[key]
+
+    @overload
+    def get(self, key: web.RequestKey[_T], default: None = None) -> _T | None: ...
+
+    @overload
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """What was stored in the handshake's request under ``key``; ``default`` if nothing."""
+        return default if self._state is None else self._state.get(key, default)
+
+
 class Connection:
     """One client's WebSocket connection, as the hooks see it.
 
     Args:
         connection_id: The connection's id, also in every log line about it.
         identity: Who the client is, as ``authenticate`` said; None when anonymous.
-        request: The handshake's request (headers, cookies, path).
+        request: The handshake's request, kept as :attr:`request`, a :class:`Handshake`.
         send: Writes one message to this client alone.
         broadcast: Publishes on a channel, within the channel's budget of clients' publishes.
 
     Attributes:
+        request: The handshake: its path, query, headers, cookies and what ``authenticate``
+            stored in it (:class:`Handshake`).
         token: The claims of the connection's token, as the default ``authenticate`` read them;
             None without a token.
         channels: The channels its token grants to subscribe to; the service may narrow them
@@ -84,7 +169,7 @@ class Connection:
     ) -> None:
         self.id = connection_id
         self.identity = identity
-        self.request = request
+        self.request = Handshake(request)
         self._send = send
         self._broadcast = broadcast
         self.token = request.get(TOKEN_CLAIMS)
