@@ -55,7 +55,8 @@ class EchoClient(inbound.RawClient):  # type: ignore[misc, name-defined]
         self._echo(Frame(Opcode.BINARY, data))
 
     def _echo(self, frame: Frame) -> None:
-        if not self.closed and self.transport is not None:
+        # Messages are handed on before the codec's close, if a later frame brought one.
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.write(frame.serialize(mask=False))
 
 

@@ -49,6 +49,8 @@ _CODEC_LOGGER.setLevel(logging.WARNING)
 MAX_FRAGMENTS = 64
 #: Most seconds between the first frame of a fragmented message and its last.
 MAX_FRAGMENT_SECONDS = 10.0
+#: How the codec's close frames begin (FIN and the close opcode): its other frames are pongs.
+_CLOSE_FRAME_START = 0x80 | Opcode.CLOSE.value
 #: The sessions' tasks that tell the service a connection ended (their only strong reference).
 _ENDING: set[asyncio.Task[None]] = set()
 
@@ -257,21 +259,27 @@ class RawClient(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         codec, counter = self._codec, self._counter
         self._heard(self)
+        if codec.state is not OPEN:  # after a close, what comes is discarded
+            codec.receive_data(data)
+            codec.events_received()
+            self._write()
+            return
         refusal = None
-        if counter is not None and codec.state is OPEN:
+        if counter is not None:
             end, refusal = counter.scan(data)
             if refusal is not None:
                 data = data[:end]
-        codec.receive_data(data)  # after a close, what comes is discarded
-        self._take_events()
+        codec.receive_data(data)
+        messages = self._messages()
         if refusal is not None and codec.state is OPEN:
             self._refuse(refusal)
-        self._write()
+        self._answer(messages)
 
     def eof_received(self) -> bool:
+        was_open = self._codec.state is OPEN
         self._codec.receive_eof()
-        self._take_events()
-        self._write()
+        messages = self._messages()
+        self._answer(messages if was_open else [])
         return False  # the transport closes itself
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -285,8 +293,12 @@ class RawClient(asyncio.Protocol):
 
     # --- what the client sends ---------------------------------------------------------------
 
-    def _take_events(self) -> None:
-        """Answer what the codec parsed: pings and closes are its own, messages ours."""
+    def _messages(self) -> list[str | bytes]:
+        """The messages the codec completed, in order: texts decoded, binaries as they are.
+
+        A text that is not UTF-8 fails the connection (1007) and ends the list.
+        """
+        messages: list[str | bytes] = []
         for event in self._codec.events_received():
             if not isinstance(event, Frame):
                 continue
@@ -299,21 +311,34 @@ class RawClient(asyncio.Protocol):
                 continue
             if event.fin:
                 data, self._fragments = b"".join(self._fragments), None
-                self._write()  # the pongs of pings sent before it go first
                 if not self._text:
-                    self.binary_received(data)
+                    messages.append(data)
                     continue
                 try:
-                    text = data.decode()
+                    messages.append(data.decode())
                 except UnicodeDecodeError:
                     self._codec.fail(WSCloseCode.INVALID_TEXT, "invalid UTF-8")
-                    return
-                self.text_received(text)
+                    break
+        return messages
+
+    def _answer(self, messages: list[str | bytes]) -> None:
+        """Write the codec's pongs, then hand ``messages`` on, then write the codec's close, if
+        any: in the order of the frames that asked for them (a close, the client's or a
+        refusal, ends what was read)."""
+        writes = self._codec.data_to_send()
+        if messages:
+            closing = [chunk for chunk in writes if not chunk or chunk[0] == _CLOSE_FRAME_START]
+            self._send([chunk for chunk in writes if chunk and chunk[0] != _CLOSE_FRAME_START])
+            for message in messages:
+                if isinstance(message, str):
+                    self.text_received(message)
+                else:
+                    self.binary_received(message)
+            writes = closing
+        self._send(writes)
 
     def text_received(self, text: str) -> None:
         """Hand one text message to the session, in turn."""
-        if self._codec.state is not OPEN:  # a message after a close is not answered
-            return
         if self._busy is not None:
             if self._waiting is None:
                 self._waiting = collections.deque()
@@ -377,12 +402,16 @@ class RawClient(asyncio.Protocol):
     # --- what goes to the client -------------------------------------------------------------
 
     def _write(self) -> None:
-        """Write what the codec has to send; once it has sent its close, finish the TCP
-        connection (the peer's FIN, or ``CLOSE_TIMEOUT`` at most)."""
+        """Write what the codec has to send."""
+        self._send(self._codec.data_to_send())
+
+    def _send(self, chunks: list[bytes]) -> None:
+        """Write ``chunks`` of the codec's; at its EOF, once it has sent its close, finish the
+        TCP connection (the peer's FIN, or ``CLOSE_TIMEOUT`` at most)."""
         transport = self.transport
         if transport is None:
             return
-        for chunk in self._codec.data_to_send():
+        for chunk in chunks:
             if chunk:
                 transport.write(chunk)
             elif not transport.is_closing():
