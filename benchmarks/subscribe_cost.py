@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aiohttp.test_utils import make_mocked_request
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -116,7 +118,8 @@ async def measure(package: str, opts: dict[str, Any]) -> dict[str, Any]:
         """A new client joined to the hub: its session, transport, batched subscribe and ws."""
         ws, transport, index = WebSocket(), Transport(), next(counter)
         hub.join(ws, transport, None)
-        connection = hooks.Connection(str(index), None, {}, *connection_callbacks)
+        handshake = make_mocked_request("GET", "/_ws/")
+        connection = hooks.Connection(str(index), None, handshake, *connection_callbacks)
         session = session_module.Session(hub, service, ws, transport, connection, **session_options)
         start = index * 7 % opts["pool"]
         channels = [pool[(start + n) % opts["pool"]] for n in range(opts["channels"])]
