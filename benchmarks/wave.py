@@ -14,7 +14,7 @@ Scenarios (``--scenario``):
   new process's first health check), against what ``MAX_CONNECTS_PER_SECOND`` allows; the health
   check's p99 during the wave (``prober.py``); the longest silence of the live stream any client
   saw once back (its interval subtracted); refused upgrades; clients closed with 4008; the new
-  process's CPU time.
+  process's CPU time and the client processes' over the same time.
 - ``flood``: the same wave while one address floods upgrades (as fast as the server answers,
   ``--flooders`` connections at once, never waiting).
 - ``churn``: ``--churners`` clients each subscribe to a new channel and leave it ten times a
@@ -264,6 +264,10 @@ class Workers:
     def back(self) -> int:
         return sum(answer["back"] for answer in self.ask("count"))
 
+    def cpu_seconds(self) -> float:
+        """The CPU time of every worker process so far, added up."""
+        return sum(cpu_seconds(process.pid) for process in self.processes)
+
     def close(self) -> None:
         for process in self.processes:
             with contextlib.suppress(Exception):
@@ -360,6 +364,7 @@ def measure_wave(
     prober = subprocess.Popen([sys.executable, str(HERE / "prober.py"), str(port), str(prober_out)])
     get(port, f"/_bench/start?count=1000000&interval_ms={opts.live_ms}")
     cpu_before = cpu_seconds(server.pid)
+    clients_cpu_before = workers.cpu_seconds()
 
     flooding_process = None
     if flooding:
@@ -407,6 +412,7 @@ def measure_wave(
         counts = json.loads(flooding_process.stdout.readline())
         flooding_process.wait(30)
     cpu = cpu_seconds(server.pid) - cpu_before
+    clients_cpu = workers.cpu_seconds() - clients_cpu_before
     time.sleep(2)  # two more seconds of live broadcasts
     refused = metric(port, "refused_upgrades_total")
     reports = workers.ask("report")
@@ -442,6 +448,7 @@ def measure_wave(
         "subscribe_errors": sum(r["errors"] for r in reports),
         "reconnects_by_close_code": merge([r["closes"] for r in reports]),  # the whole run
         "server_cpu_s": round(cpu, 2),
+        "clients_cpu_s": round(clients_cpu, 2),
     }
 
 
