@@ -38,6 +38,7 @@ import http.client
 import importlib
 import io
 import json
+import logging
 import os
 import pstats
 import random
@@ -141,6 +142,9 @@ def get(port: int, path: str) -> int:
 async def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Every figure for the client of ``spec["package"]``, importable already."""
     client_module = importlib.import_module(f"{spec['package']}.client")
+    client_log = logging.getLogger(client_module.__name__)  # made, as in any program, not shown
+    client_log.addHandler(logging.NullHandler())
+    client_log.propagate = False
     port, clients, channels = spec["port"], spec["clients"], spec["channels"]
     server = start_server(spec["server"], port)
     url = f"ws://127.0.0.1:{port}/_ws/"
