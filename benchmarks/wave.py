@@ -23,6 +23,7 @@ Scenarios (``--scenario``):
 
 On a machine where the clients share the server's cores, ``--nice 10`` runs them niced, so
 that the server gets the CPU it needs first (as on the platform, where they are not there).
+The clients run on asyncio's own event loop, or on uvloop's with ``--client-loop uvloop``.
 
 Prints one JSON object per scenario. Usage:
 ``python benchmarks/wave.py --scenario all --clients 8000 --workers 2``.
@@ -238,7 +239,7 @@ class Workers:
             spec = {
                 "src": str(src), "port": port, "clients": clients // count, "seed": n + 1,
                 "pool": opts.pool, "channels": opts.channels, "live_ms": opts.live_ms,
-                "pace": opts.rate / 2 / count,
+                "pace": opts.rate / 2 / count, "loop": opts.client_loop,
             }  # fmt: skip
             niced = ["nice", "-n", str(opts.nice)] if opts.nice else []
             self.processes.append(
@@ -549,6 +550,7 @@ def main() -> None:
     parser.add_argument(
         "--nice", type=int, default=0, help="niceness of the clients: the server goes first"
     )
+    parser.add_argument("--client-loop", choices=["asyncio", "uvloop"], default="asyncio")
     parser.add_argument("--flooders", type=int, default=8)
     parser.add_argument("--churners", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=20)
@@ -556,7 +558,11 @@ def main() -> None:
     parser.add_argument("--flooder", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.worker:
-        asyncio.run(worker(json.loads(opts.worker)))
+        spec = json.loads(opts.worker)
+        if spec["loop"] == "uvloop":
+            importlib.import_module("uvloop").run(worker(spec))
+        else:
+            asyncio.run(worker(spec))
         return
     if opts.flooder:
         port, connections = map(int, opts.flooder.split(","))
