@@ -15,7 +15,10 @@ channels of a pool of ``--pool``. Measured, as CPU time of the clients' process
   ``--live-ms`` ms, per message received (what the wave's clients get four times a second);
 - ``us_per_reconnect``: the server killed and started again, from the kill until every client
   is back with all its channels, per client (each reconnects after the default backoff, with
-  ``last_id`` on every channel: the wave's work).
+  ``last_id`` on every channel: the wave's work);
+- ``gc_share``: the garbage collector's share of the CPU time of these three (it grows with
+  the clients a process holds: ``--clients 4000`` is one of ``wave.py``'s two processes at
+  8,000).
 
 ``--profile`` prints, on standard error, the functions that took the most CPU in the live
 messages and in the reconnects (``cProfile``), each project's.
@@ -34,6 +37,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import gc
 import http.client
 import importlib
 import io
@@ -52,25 +56,53 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-FIGURES = ("us_per_first_connection", "us_per_answer", "us_per_live_message", "us_per_reconnect")
+FIGURES = (
+    "us_per_first_connection",
+    "us_per_answer",
+    "us_per_live_message",
+    "us_per_reconnect",
+    "gc_share",
+)
+
+
+class Collections:
+    """The CPU time the garbage collector took in this process, counted from :meth:`start`."""
+
+    def __init__(self) -> None:
+        self.cpu = 0.0
+        self._started = 0.0
+
+    def start(self) -> None:
+        gc.callbacks.append(self._count)
+
+    def _count(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.process_time()
+        else:
+            self.cpu += time.process_time() - self._started
+
+
+COLLECTIONS = Collections()
 
 
 class Phase:
-    """The CPU time of one phase, and its profile when asked for."""
+    """The CPU time of one phase (and the garbage collector's in it), and its profile if asked."""
 
     def __init__(self, name: str, profile: bool) -> None:
         self.name = name
         self.profiler = cProfile.Profile() if profile else None
         self.cpu = 0.0
+        self.gc_cpu = 0.0
 
     def __enter__(self) -> Phase:
         if self.profiler is not None:
             self.profiler.enable()
-        self.cpu = time.process_time()
+        self.cpu, self.gc_cpu = time.process_time(), COLLECTIONS.cpu
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.cpu = time.process_time() - self.cpu
+        self.gc_cpu = COLLECTIONS.cpu - self.gc_cpu
         if self.profiler is not None:
             self.profiler.disable()
             out = io.StringIO()
@@ -141,6 +173,7 @@ def get(port: int, path: str) -> int:
 
 async def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Every figure for the client of ``spec["package"]``, importable already."""
+    COLLECTIONS.start()
     client_module = importlib.import_module(f"{spec['package']}.client")
     client_log = logging.getLogger(client_module.__name__)  # made, as in any program, not shown
     client_log.addHandler(logging.NullHandler())
@@ -198,11 +231,13 @@ async def measure(spec: dict[str, Any]) -> dict[str, Any]:
         await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         server.kill()
+    phases = (first, live, reconnects)
     return {
         "us_per_first_connection": round(first.cpu / clients * 1e6, 1),
         "us_per_answer": round(first.cpu / clients / channels * 1e6, 2),
         "us_per_live_message": round(live.cpu / live_messages * 1e6, 2),
         "us_per_reconnect": round(reconnects.cpu / clients * 1e6, 1),
+        "gc_share": round(sum(p.gc_cpu for p in phases) / sum(p.cpu for p in phases), 3),
     }
 
 
