@@ -182,7 +182,7 @@ class _SilenceWatch:
         self._waiter = None
 
     def expired(self) -> bool:
-        """Whether the cancellation being handled is this watch's (call it once, then stop)."""
+        """Whether the cancellation the waiting task is handling is this watch's doing."""
         waiter, self._waiter = self._waiter, None
         return self._fired and waiter is not None and waiter.uncancel() <= self._cancelling
 
