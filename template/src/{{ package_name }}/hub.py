@@ -353,7 +353,10 @@ class Hub:
         unwritten.append(self._frame(ws, "subscribed", answer))
         if presence is not None:
             unwritten.append(self._frame(ws, "presence", presence))
-        self._add(stream, ws, transport, last_id)
+        # Without a last id, the client has what its answer says. From the broker's newest id,
+        # that may be a message this process has not delivered yet, or one it delivered to
+        # nobody here while the broker was asked: the client catches up from it (issue 24).
+        self._add(stream, ws, transport, newest_id if last_id is None else last_id)
 
     def unsubscribe(self, ws: web.WebSocketResponse, channel: str) -> None:
         """Stop sending ``channel``'s messages to ``ws``, announcing it leaves if it was present."""
@@ -847,7 +850,7 @@ class Hub:
                         await asyncio.sleep(seconds)
                         step = None
                     case AwaitDelivery(seconds):
-                        plan.waited(await _wait(stream.delivered, seconds))
+                        await _wait(stream.delivered, seconds)
                         step = None
                     case AskHistory(after, most):
                         missed = await self._broker.history(after, most, stream.channel)
@@ -890,14 +893,11 @@ def _ended(ws: web.WebSocketResponse, transport: asyncio.Transport) -> bool:
     return ws.closed or transport.is_closing()
 
 
-async def _wait(delivered: asyncio.Event, seconds: float) -> float:
-    """Wait for ``delivered`` to be set, at most ``seconds``; return how long it took."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+async def _wait(delivered: asyncio.Event, seconds: float) -> None:
+    """Wait for ``delivered`` to be set, at most ``seconds``."""
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
             await delivered.wait()
-    return loop.time() - started
 
 
 async def _close(
