@@ -269,8 +269,10 @@ class LocalBroker:
             del seen[next(iter(seen))]
         return message_id, True
 
-    async def history(self, last_id: int, count: int, channel: str | None = None) -> None:
-        """Keeps none: the hub's own replay logs are all there is."""
+    async def history(
+        self, last_id: int, count: int, channel: str | None = None
+    ) -> list[tuple[int, bytes]] | None:
+        """Keeps none (always None): the hub's own replay logs are all there is."""
         return None
 
     async def newest_id(self, channel: str) -> int | None:
