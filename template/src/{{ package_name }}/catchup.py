@@ -18,11 +18,14 @@ The rules it follows:
   too (``stalled``).
 - A client ahead of the log (it saw broadcasts that this process has not delivered yet, or
   delivered before anyone here subscribed) asks a broker shared by other processes for what
-  follows its cursor. Once the broker has nothing newer, the client waits for this process's
-  deliveries to reach its cursor, however long that takes: made live sooner, it would be sent
-  again, live, what it was sent from the broker's history (issue 24). Broadcasts that can be
-  found nowhere (a broker of this process alone, or one that lacks the cursor), and a hole in
-  the ids (the log restarted), are told as a gap, after which the client goes live.
+  follows its cursor. The broker answers that it has nothing newer only once this process has
+  been delivered everything up to the cursor: the client then goes live, from the log if
+  broadcasts were delivered here meanwhile, and is never sent again, live, what it was sent
+  from the broker's history (issue 24). Should the log still be behind the cursor then, the
+  client waits for this process's deliveries to reach it, however long that takes. Broadcasts
+  that can be found nowhere (a broker of this process alone, or one that lacks the cursor),
+  and a hole in the ids (the log restarted), are told as a gap, after which the client goes
+  live.
 
 It does not write, sleep or ask anything itself, and it does not notice that a connection has
 ended: the executor checks that before each step.
@@ -154,8 +157,8 @@ class CatchUp:
         #: The id of the last broadcast the client has, once the steps so far are done.
         self.cursor = last_id
         self._from_log = False  # whether the log has served this client already
-        # Whether the broker said it has nothing newer than the cursor: what is missing here
-        # is this process's delivery of the cursor, which the client must wait for.
+        # Whether the broker said it has nothing newer than the cursor, and so has delivered
+        # everything up to it here: nothing older than the cursor is to come live any more.
         self._level = False
         self._room = 0  # bytes the next chunk may take, as of the last look
         self._draining = False  # whether the last step was a Drain
@@ -203,11 +206,12 @@ class CatchUp:
         if self._from_log:
             return CutOff("backlog")
         newest_id = log.newest_id
-        ahead = newest_id is None or self.cursor > newest_id
-        if ahead and self._level:
-            # The broker has nothing newer: live before this process delivers the cursor, the
-            # client would get again what it has (or, told about a gap, lose nothing but be
-            # told it did). The next delivery here ends the wait.
+        if self._level and newest_id is None:
+            return LIVE  # nothing delivered here since the stream was followed: all is to come
+        if self._level and newest_id is not None and self.cursor > newest_id:
+            # The log behind the cursor all the same (a broker that answered before its
+            # deliveries here reached it): live now, the client would get again what it has.
+            # The next delivery here ends the wait.
             return AwaitDelivery(CATCH_UP_SECONDS)
         if newest_id is not None and self.cursor > newest_id and not self._shared:
             return self._gap()  # ahead of a process alone: its broadcasts are nowhere
@@ -215,18 +219,20 @@ class CatchUp:
         # delivered here yet: ask the broker.
         return AskHistory(self.cursor, HISTORY_PAGE)
 
-    def received(self, missed: list[tuple[int, bytes]] | None) -> Step:
-        """The step after :class:`AskHistory`, given the broker's answer.
+    def received(self, missed: list[tuple[int, bytes]] | None) -> Step | None:
+        """The step after :class:`AskHistory`, given the broker's answer; None when it is the
+        one :meth:`next_step` says (the broker has nothing newer).
 
         Args:
-            missed: The broadcasts after the cursor, ``(id, message)`` oldest first; None when
-                the broker keeps none that old.
+            missed: The broadcasts after the cursor, ``(id, message)`` oldest first, or none if
+                the cursor is the broker's newest and this process has been delivered
+                everything up to it; None when the broker keeps none that old.
         """
         if missed is None or (missed and missed[0][0] != self.cursor + 1):
             return self._gap()
-        if not missed:  # the broker has nothing newer: wait for this process's deliveries
+        if not missed:  # nothing newer, and delivered here: live, from the log if need be
             self._level = True
-            return AwaitDelivery(CATCH_UP_SECONDS)
+            return None
         chunk: list[bytes] = []
         size = 0
         for _id, message in missed:

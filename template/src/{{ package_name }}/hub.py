@@ -353,10 +353,12 @@ class Hub:
         unwritten.append(self._frame(ws, "subscribed", answer))
         if presence is not None:
             unwritten.append(self._frame(ws, "presence", presence))
-        # Without a last id, the client has what its answer says. From the broker's newest id,
-        # that may be a message this process has not delivered yet, or one it delivered to
-        # nobody here while the broker was asked: the client catches up from it (issue 24).
-        self._add(stream, ws, transport, newest_id if last_id is None else last_id)
+        if last_id is None and self._broker.shared:
+            # The client has what its answer says. A shared broker's newest id may be that of a
+            # message this process has not delivered yet, or delivered to nobody here while the
+            # broker was asked: the client catches up from it (issue 24).
+            last_id = newest_id
+        self._add(stream, ws, transport, last_id)
 
     def unsubscribe(self, ws: web.WebSocketResponse, channel: str) -> None:
         """Stop sending ``channel``'s messages to ``ws``, announcing it leaves if it was present."""
