@@ -129,8 +129,10 @@ class Broker(Protocol):
         """Up to ``count`` broadcasts after ``last_id``, for a client older than the replay log.
 
         Returns:
-            The ``(id, message)`` pairs from ``last_id + 1`` on (empty when ``last_id`` is the
-            newest), or None when the broker cannot tell what followed ``last_id``.
+            The ``(id, message)`` pairs from ``last_id + 1`` on; empty when ``last_id`` is the
+            newest, answered only once this process's receiver has been delivered everything
+            up to it (a shared broker's deliveries here may lag behind its history: the client
+            then goes live); None when the broker cannot tell what followed ``last_id``.
         """
 
     async def newest_id(self, channel: str) -> int | None:
@@ -269,8 +271,10 @@ class LocalBroker:
             del seen[next(iter(seen))]
         return message_id, True
 
-    async def history(self, last_id: int, count: int, channel: str | None = None) -> None:
-        """Keeps none: the hub's own replay logs are all there is."""
+    async def history(
+        self, last_id: int, count: int, channel: str | None = None
+    ) -> list[tuple[int, bytes]] | None:
+        """Keeps none (always None): the hub's own replay logs are all there is."""
         return None
 
     async def newest_id(self, channel: str) -> int | None:

@@ -4,8 +4,8 @@ A :class:`CatchUp` knows where one client stands on one stream (the id of the la
 has) and says what to do next, one :data:`Step` at a time: write these frames, wait for the
 client to read, wait for a delivery, ask the broker for history, tell it about a gap, or make it
 live. Whoever executes the steps (the hub) reports back what it saw: the client's unsent bytes
-and the time at each :meth:`CatchUp.next_step`, how long a wait for a delivery took
-(:meth:`CatchUp.waited`), what the broker answered (:meth:`CatchUp.received`).
+and the time at each :meth:`CatchUp.next_step`, and what the broker answered
+(:meth:`CatchUp.received`).
 
 The rules it follows:
 
@@ -16,10 +16,16 @@ The rules it follows:
 - A client that the log overtakes while it reads its backlog is too slow for it: cut off
   (``backlog``). One that reads none of its catch-up for ``CATCH_UP_STALL_SECONDS`` is cut off
   too (``stalled``).
-- A client ahead of the log, or older than the log with a broker that has nothing newer, waits
-  at most ``CATCH_UP_SECONDS`` for deliveries (only with a broker shared by other processes,
-  when ahead); broadcasts that can be found nowhere, and a hole in the ids (the log restarted),
-  are told as a gap, after which the client goes live.
+- A client ahead of the log (it saw broadcasts that this process has not delivered yet, or
+  delivered before anyone here subscribed) asks a broker shared by other processes for what
+  follows its cursor. The broker answers that it has nothing newer only once this process has
+  been delivered everything up to the cursor: the client then goes live, from the log if
+  broadcasts were delivered here meanwhile, and is never sent again, live, what it was sent
+  from the broker's history (issue 24). Should the log still be behind the cursor then, the
+  client waits for this process's deliveries to reach it, however long that takes. Broadcasts
+  that can be found nowhere (a broker of this process alone, or one that lacks the cursor),
+  and a hole in the ids (the log restarted), are told as a gap, after which the client goes
+  live.
 
 It does not write, sleep or ask anything itself, and it does not notice that a connection has
 ended: the executor checks that before each step.
@@ -49,8 +55,8 @@ __all__ = [
     "Write",
 ]
 
-#: Seconds a client that saw broadcasts this process has not delivered yet (it comes from another
-#: process of a shared broker) waits for them before it is told about a gap.
+#: Seconds of one wait for this process's deliveries (a client ahead of them, with a shared
+#: broker): a delivery ends the wait sooner, and the catch-up looks again after each.
 CATCH_UP_SECONDS = 2.0
 
 #: Broadcasts asked from the broker at once for a client older than the replay log.
@@ -78,7 +84,7 @@ class Drain(NamedTuple):
 
 
 class AwaitDelivery(NamedTuple):
-    """Wait at most ``seconds`` for the stream's next delivery; report it to :meth:`waited`."""
+    """Wait at most ``seconds`` for the stream's next delivery, then ask for the next step."""
 
     seconds: float
 
@@ -151,7 +157,9 @@ class CatchUp:
         #: The id of the last broadcast the client has, once the steps so far are done.
         self.cursor = last_id
         self._from_log = False  # whether the log has served this client already
-        self._waited = 0.0  # seconds spent waiting for deliveries since the last progress
+        # Whether the broker said it has nothing newer than the cursor, and so has delivered
+        # everything up to it here: nothing older than the cursor is to come live any more.
+        self._level = False
         self._room = 0  # bytes the next chunk may take, as of the last look
         self._draining = False  # whether the last step was a Drain
         self._pause = DRAIN_POLL_MIN
@@ -194,31 +202,37 @@ class CatchUp:
                 chunk = [self._frame(self._kind, frames.payload(frame)) for frame in chunk]
             self.cursor += len(chunk)
             self._from_log = True
-            self._waited = 0.0
             return Write(b"".join(chunk))
         if self._from_log:
             return CutOff("backlog")
         newest_id = log.newest_id
-        if newest_id is not None and self.cursor > newest_id:
-            # Ahead of this process: wait for its deliveries if another process may have made
-            # them, else the client's broadcasts are nowhere to be had.
-            if not self._shared:
-                return self._gap()
-            return self._await_delivery()
-        # Older than the log, or nothing delivered here yet: ask the broker.
+        if self._level and newest_id is None:
+            return LIVE  # nothing delivered here since the stream was followed: all is to come
+        if self._level and newest_id is not None and self.cursor > newest_id:
+            # The log behind the cursor all the same (a broker that answered before its
+            # deliveries here reached it): live now, the client would get again what it has.
+            # The next delivery here ends the wait.
+            return AwaitDelivery(CATCH_UP_SECONDS)
+        if newest_id is not None and self.cursor > newest_id and not self._shared:
+            return self._gap()  # ahead of a process alone: its broadcasts are nowhere
+        # Older than the log, ahead of it (another process delivered more), or nothing
+        # delivered here yet: ask the broker.
         return AskHistory(self.cursor, HISTORY_PAGE)
 
-    def received(self, missed: list[tuple[int, bytes]] | None) -> Step:
-        """The step after :class:`AskHistory`, given the broker's answer.
+    def received(self, missed: list[tuple[int, bytes]] | None) -> Step | None:
+        """The step after :class:`AskHistory`, given the broker's answer; None when it is the
+        one :meth:`next_step` says (the broker has nothing newer).
 
         Args:
-            missed: The broadcasts after the cursor, ``(id, message)`` oldest first; None when
-                the broker keeps none that old.
+            missed: The broadcasts after the cursor, ``(id, message)`` oldest first, or none if
+                the cursor is the broker's newest and this process has been delivered
+                everything up to it; None when the broker keeps none that old.
         """
         if missed is None or (missed and missed[0][0] != self.cursor + 1):
             return self._gap()
-        if not missed:  # the broker has nothing newer: wait for deliveries here
-            return self._await_delivery()
+        if not missed:  # nothing newer, and delivered here: live, from the log if need be
+            self._level = True
+            return None
         chunk: list[bytes] = []
         size = 0
         for _id, message in missed:
@@ -228,17 +242,8 @@ class CatchUp:
                 break
             chunk.append(frame)
         self.cursor += len(chunk)
-        self._waited = 0.0
+        self._level = False
         return Write(b"".join(chunk))
-
-    def waited(self, seconds: float) -> None:
-        """Report that the :class:`AwaitDelivery` step took ``seconds``."""
-        self._waited += seconds
-
-    def _await_delivery(self) -> AwaitDelivery | Gap:
-        if self._waited >= CATCH_UP_SECONDS:
-            return self._gap()
-        return AwaitDelivery(CATCH_UP_SECONDS - self._waited)
 
     def _gap(self) -> Gap:
         notice = frames.gap(self.cursor, self._log.oldest_id, self._channel)

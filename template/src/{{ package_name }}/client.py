@@ -152,6 +152,56 @@ class Backoff:
         return low + self.random() * (window - low)
 
 
+class _SilenceWatch:
+    """A connection's silence timeout: one timer for all its frames, not one per frame.
+
+    A task that has waited ``seconds`` in a row for a frame, between :meth:`start_wait` and
+    :meth:`end_wait`, is cancelled; where it catches the cancellation, :meth:`expired` tells
+    whether it was this watch's (then the task's count of cancellations is restored, as
+    ``asyncio.timeout`` does). A timeout around each receive would arm and cancel a timer per
+    frame, a large share of the client's CPU when frames come by the thousand; this timer is
+    armed again only when it fires, for the end of the wait in progress.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._loop = asyncio.get_running_loop()
+        self._waiter: asyncio.Task[Any] | None = None  # the task waiting for a frame, if any
+        self._since = 0.0  # when it started waiting
+        self._cancelling = 0  # the waiter's count of cancellations before this watch's
+        self._fired = False
+        self._timer = self._loop.call_later(seconds, self._check)
+
+    def start_wait(self) -> None:
+        """The current task starts waiting for a frame."""
+        self._waiter = asyncio.current_task()
+        self._since = self._loop.time()
+
+    def end_wait(self) -> None:
+        """The frame came."""
+        self._waiter = None
+
+    def expired(self) -> bool:
+        """Whether the cancellation the waiting task is handling is this watch's doing."""
+        waiter, self._waiter = self._waiter, None
+        return self._fired and waiter is not None and waiter.uncancel() <= self._cancelling
+
+    def stop(self) -> None:
+        """Disarm the watch: the connection is over."""
+        self._timer.cancel()
+
+    def _check(self) -> None:
+        """The timer fired: cancel a task that waited too long, else check again in time."""
+        waiter, now = self._waiter, self._loop.time()
+        if waiter is None:  # a wait to come ends a full timeout from now at the earliest
+            self._timer = self._loop.call_at(now + self._seconds, self._check)
+        elif now - self._since < self._seconds:
+            self._timer = self._loop.call_at(self._since + self._seconds, self._check)
+        else:
+            self._fired, self._cancelling = True, waiter.cancelling()
+            waiter.cancel()
+
+
 class ReconnectingClient:
     """Receives broadcasts from one WebSocket URL across any number of reconnects.
 
@@ -309,11 +359,13 @@ class ReconnectingClient:
                     # Every channel again, each with its last id, within the allowance.
                     self._unsent = dict.fromkeys(self.channels)
                     subscribing = asyncio.create_task(self._send_subscribes(ws))
+                    silence = _SilenceWatch(self._silence_timeout)
                     try:
-                        async for message in self._receive(ws):
+                        async for message in self._receive(ws, silence):
                             yield message
                     finally:
                         subscribing.cancel()
+                        silence.stop()
                     self._ws = None
                     self.connected.clear()
                     close_code = ws.close_code
@@ -352,13 +404,19 @@ class ReconnectingClient:
             logger.info("reconnecting in %.1f s (close code %s)", delay, close_code)
             await asyncio.sleep(delay)
 
-    async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> AsyncIterator[Message]:
+    async def _receive(
+        self, ws: aiohttp.ClientWebSocketResponse, silence: _SilenceWatch
+    ) -> AsyncIterator[Message]:
         while True:
+            silence.start_wait()
             try:
-                frame = await ws.receive(timeout=self._silence_timeout)
-            except TimeoutError:
+                frame = await ws.receive()
+            except asyncio.CancelledError:
+                if not silence.expired():
+                    raise
                 await ws.close()
                 raise TimeoutError(f"no frame for {self._silence_timeout:.0f} s") from None
+            silence.end_wait()
             if frame.type is not aiohttp.WSMsgType.TEXT:
                 return  # closed, closing or an error: the caller decides what follows
             try:
@@ -467,18 +525,28 @@ class ReconnectingClient:
             await ws.send_str(json.dumps({"type": "subscribe", "channels": self._next_batch()}))
 
     def _next_batch(self) -> list[dict[str, object]]:
-        """Take the next batch of queued subscribes: ``{"channel": C, "last_id": N}`` each."""
+        """Take the next batch of queued subscribes: ``{"channel": C, "last_id": N}`` each.
+
+        The first ``SUBSCRIBE_BATCH`` queued, or as many of them as fit in
+        ``SUBSCRIBE_BATCH_BYTES`` of JSON (one at least). The batch is measured whole first, as
+        it nearly always fits: one encoding, not one per channel.
+        """
+        channels = [*itertools.islice(self._unsent, SUBSCRIBE_BATCH)]
         batch: list[dict[str, object]] = []
-        size = 0
-        for channel in [*itertools.islice(self._unsent, SUBSCRIBE_BATCH)]:
+        for channel in channels:
             entry: dict[str, object] = {"channel": channel}
             if (last_id := self.channels.get(channel)) is not None:
                 entry["last_id"] = last_id
-            size += len(json.dumps(entry)) + 2
-            if batch and size > SUBSCRIBE_BATCH_BYTES:
-                break
-            del self._unsent[channel]
             batch.append(entry)
+        if len(json.dumps(batch)) > SUBSCRIBE_BATCH_BYTES:
+            size = 2  # the list's brackets, then each entry and the ", " before it
+            for count, entry in enumerate(batch):
+                size += len(json.dumps(entry)) + (2 if count else 0)
+                if count and size > SUBSCRIBE_BATCH_BYTES:
+                    del batch[count:]
+                    break
+        for channel in channels[: len(batch)]:
+            del self._unsent[channel]
         return batch
 
 
