@@ -224,9 +224,9 @@ class RawClient(asyncio.Protocol):
         return WSCloseCode.ABNORMAL_CLOSURE if received is None else received.code
 
     async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"") -> bool:
-        """Start the closing handshake with ``code`` and ``message``; return once the connection
-        is over (the caller bounds the wait: a peer that never answers is dropped after
-        ``CLOSE_TIMEOUT`` anyway)."""
+        """Close with ``code`` and ``message``: the close frame, then the end of what the server
+        sends (TCP's FIN; the client may still send its close). Return once the connection is
+        over: at the client's answer, or ``CLOSE_TIMEOUT`` later at most."""
         codec = self._codec
         if codec.state is OPEN:
             self._closed_by_server_with = code
@@ -234,7 +234,7 @@ class RawClient(asyncio.Protocol):
             self._write()
         if self._lost:
             return True
-        self._finish_within_timeout()
+        self._finish()
         if self._closing is None:
             self._closing = asyncio.get_running_loop().create_future()
         await asyncio.shield(self._closing)
@@ -406,31 +406,30 @@ class RawClient(asyncio.Protocol):
         self._send(self._codec.data_to_send())
 
     def _send(self, chunks: list[bytes]) -> None:
-        """Write ``chunks`` of the codec's; at its EOF, once it has sent its close, finish the
-        TCP connection (the peer's FIN, or ``CLOSE_TIMEOUT`` at most)."""
+        """Write ``chunks`` of the codec's; at its end (once it has sent its close), finish."""
         transport = self.transport
         if transport is None:
             return
         for chunk in chunks:
             if chunk:
                 transport.write(chunk)
-            elif not transport.is_closing():
-                # The codec's EOF: a server closes the TCP connection first (RFC 6455, 7.1.1),
-                # then waits for the client to close its side.
-                transport.write_eof()
-                self._finish_within_timeout()
-
-    def _finish_within_timeout(self) -> None:
-        """Drop the connection if it is not over within ``CLOSE_TIMEOUT``; meanwhile read on
-        (discarding all but the peer's close), unless the client was refused: nothing more of
-        what a refused client sends is read."""
-        transport = self.transport
-        if self._aborting is None and transport is not None and not transport.is_closing():
-            if self._counter is None:
-                transport.pause_reading()
             else:
-                transport.resume_reading()
-            self._aborting = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
+                self._finish()
+
+    def _finish(self) -> None:
+        """End what the server sends (a server closes the TCP connection first: RFC 6455,
+        7.1.1), and drop the connection if the client has not closed its side within
+        ``CLOSE_TIMEOUT``. Meanwhile what it sends is read (and discarded, but its close),
+        unless it was refused: nothing more of what a refused client sends is read."""
+        transport = self.transport
+        if self._aborting is not None or transport is None or transport.is_closing():
+            return
+        transport.write_eof()
+        if self._counter is None:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+        self._aborting = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, transport.abort)
 
     @contextmanager
     def _named(self) -> Iterator[None]:
