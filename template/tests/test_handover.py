@@ -23,7 +23,7 @@ from typing import Any
 import uvloop
 from aiohttp import web
 
-from conftest import PACKAGE, Server
+from conftest import NO_DOTENV, PACKAGE, Server, start_server_in
 
 handover = importlib.import_module(f"{PACKAGE}.handover")
 
@@ -211,3 +211,31 @@ def test_nothing_of_aiohttp_stays_with_an_open_websocket() -> None:
     assert clients == opened
     assert handlers_alive == 0
     assert requests_alive == 0
+
+
+def test_pages_and_websockets_are_served_on_asyncio_s_own_loop_too() -> None:
+    # Where uvloop is not installed (Windows, say), asyncio's loop serves: its sendfile() would
+    # refuse HttpFront, so aiohttp must write files itself (AIOHTTP_NOSENDFILE, __init__.py).
+    without_uvloop = (
+        "-c",
+        f"import sys; sys.modules['uvloop'] = None\nfrom {PACKAGE}.__main__ import main\nmain()",
+    )
+    server = start_server_in(NO_DOTENV, None, {}, without_uvloop)
+    try:
+        page = server.get("/")
+        script = server.get("/static/ws-client.js")
+
+        async def handshake() -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(upgrade())
+            try:
+                return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            finally:
+                writer.close()
+
+        head = asyncio.run(handshake())
+    finally:
+        server.stop()
+    assert page[0] == 200 and b"<html" in page[2].lower()
+    assert script[0] == 200 and len(script[2]) == int(script[1]["Content-Length"])
+    assert head.startswith(b"HTTP/1.1 101 ")
