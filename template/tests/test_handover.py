@@ -236,6 +236,8 @@ def test_pages_and_websockets_are_served_on_asyncio_s_own_loop_too() -> None:
         head = asyncio.run(handshake())
     finally:
         server.stop()
-    assert page[0] == 200 and b"<html" in page[2].lower()
-    assert script[0] == 200 and len(script[2]) == int(script[1]["Content-Length"])
+    assert page[0] == 200
+    assert b"<html" in page[2].lower()
+    assert script[0] == 200
+    assert len(script[2]) == int(script[1]["Content-Length"])
     assert head.startswith(b"HTTP/1.1 101 ")
