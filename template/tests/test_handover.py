@@ -1,12 +1,12 @@
 """The handover of ``/_ws/``'s connections from aiohttp to the app's own protocol (``handover.py``).
 
-What it rests on, checked against the installed aiohttp and uvloop: ``web.Server`` as a protocol
-factory whose handler lets go of a connection it is told is lost, ``WebSocketResponse``'s
-``can_prepare`` for the handshake's checks, and a transport that changes protocols. Should a
-release change any of them, these tests fail before any client notices. Then the handover
-itself, against the app as a real process: bytes sent behind the handshake, a handshake after
-another request on a keep-alive connection or pipelined behind it, and nothing of aiohttp's left
-with an open WebSocket.
+What it rests on, checked against the installed aiohttp and asyncio: ``web.Server`` as a
+protocol factory whose handler lets go of a connection it is told is lost,
+``WebSocketResponse``'s ``can_prepare`` for the handshake's checks, and a transport that changes
+protocols. Should a release change any of them, these tests fail before any client notices.
+Then the handover itself, against the app as a real process: bytes sent behind the handshake, a
+handshake after another request on a keep-alive connection or pipelined behind it, nothing of
+aiohttp's left with an open WebSocket, and pages and WebSockets on asyncio's own loop.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import os
 import struct
 from typing import Any
 
-import uvloop
 from aiohttp import web
 
 from conftest import NO_DOTENV, PACKAGE, Server, start_server_in
@@ -71,7 +70,7 @@ class Recorder(asyncio.Protocol):
         self.received += data
 
 
-def test_aiohttp_and_uvloop_still_do_what_the_handover_rests_on() -> None:
+def test_aiohttp_and_asyncio_still_do_what_the_handover_rests_on() -> None:
     async def scenario() -> tuple[bytes, bytes, bool, int]:
         recorders: list[Recorder] = []
 
@@ -107,7 +106,7 @@ def test_aiohttp_and_uvloop_still_do_what_the_handover_rests_on() -> None:
         await runner.cleanup()
         return head, bytes(recorder.received), kept, len(requests)
 
-    head, received, kept, requests_alive = uvloop.run(scenario())
+    head, received, kept, requests_alive = asyncio.run(scenario())
     assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
     assert b"\r\nSec-WebSocket-Protocol: bearer\r\n" in head
     assert b"\r\nServer: app\r\n" in head
@@ -207,7 +206,7 @@ def test_nothing_of_aiohttp_stays_with_an_open_websocket() -> None:
         await runner.cleanup()
         return clients, handlers_alive, requests
 
-    clients, handlers_alive, requests_alive = uvloop.run(scenario())
+    clients, handlers_alive, requests_alive = asyncio.run(scenario())
     assert clients == opened
     assert handlers_alive == 0
     assert requests_alive == 0
