@@ -11,10 +11,10 @@ stacks:
   the handshake and every client frame go through ``websockets``' sans-I/O ``ServerProtocol``
   (public API, made for this use), which stays as the connection's frame codec;
 - ``handover``: aiohttp serves the connection (a middleware, a handler that checks the Origin,
-  ``WebSocketResponse.can_prepare()``) behind an :class:`HttpFront`, until the handler hands it
-  over: the 101 is written, the socket's transport gets a lean protocol whose ``websockets`` codec
-  starts open (``Transport.set_protocol``), and aiohttp's request handler sees its connection
-  lost.
+  ``WebSocketResponse.can_prepare()``) behind the generated app's ``HttpFront``
+  (``handover.py``), until the handler hands it over: the 101 is written, the socket's transport
+  gets a lean protocol whose ``websockets`` codec starts open (``Transport.set_protocol``), and
+  aiohttp's request handler sees its connection lost.
 
 Run it with the interpreter of an environment that has aiohttp, websockets and uvloop::
 
@@ -35,9 +35,10 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import functools
 import gc
-import hashlib
 import importlib
+import importlib.util
 import os
 import resource
 import signal
@@ -45,8 +46,9 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
 
 from servers import free_port
@@ -62,11 +64,8 @@ STACKS = ("aiohttp", "lean", "handover")
 OPENING_AT_ONCE = 500
 #: The largest message a client may send, in bytes.
 MAX_SIZE = 65_536
-#: The most bytes of a GET request (its head and what follows it) that :class:`HttpFront` keeps
-#: until aiohttp answers: as much as aiohttp buffers behind an upgrade request before it pauses.
-PENDING_LIMIT = 65_536
-#: What a server appends to the client's key before hashing it (RFC 6455, section 1.3).
-WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#: The generated app's handover, served by the ``handover`` stack.
+HANDOVER_PY = Path(__file__).resolve().parent.parent / "template/src/{{ package_name }}/handover.py"
 #: The Origin that the ``handover`` stack's handler accepts.
 ORIGIN = "https://example.com"
 
@@ -176,170 +175,17 @@ async def serve_lean(port: int) -> None:
         await server.serve_forever()
 
 
-class HttpFront(asyncio.Protocol, asyncio.Transport):
-    """aiohttp's server on one connection, until a WebSocket handshake hands the connection over.
-
-    The protocol of every accepted connection, and the transport of the request handler that
-    aiohttp's ``web.Server`` (a protocol factory) makes for it: bytes, writes and flow control
-    pass through both ways, and a GET request's bytes received since aiohttp last wrote are
-    copied, so that the handshake's head is known and what the client sent behind it is not
-    lost. After :meth:`hand_over` the socket's transport has another protocol and the request
-    handler has lost its connection: nothing of aiohttp's stays with the connection.
-    """
-
-    __slots__ = ("http", "pending", "transport")
-
-    def __init__(self, http: web.RequestHandler) -> None:
-        self.http = http
-        self.transport: asyncio.Transport | None = None
-        #: A GET request's bytes received since aiohttp last wrote (``None``: another method, or
-        #: more than :data:`PENDING_LIMIT`).
-        self.pending: bytearray | None = bytearray()
-
-    # The socket's side: asyncio.Protocol.
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.http.connection_made(self)
-
-    def data_received(self, data: bytes) -> None:
-        pending = self.pending
-        if pending is not None:
-            pending += data
-            if len(pending) > PENDING_LIMIT or not pending.startswith(b"GET "[: len(pending)]):
-                self.pending = None
-        self.http.data_received(data)
-
-    def eof_received(self) -> None:
-        self.http.eof_received()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        self.http.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self.http.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.http.resume_writing()
-
-    # aiohttp's side: asyncio.Transport, the socket's own until the connection is handed over.
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.pending = bytearray()
-        if self.transport is not None:
-            self.transport.write(data)
-
-    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
-        self.pending = bytearray()
-        if self.transport is not None:
-            self.transport.writelines(list_of_data)
-
-    def write_eof(self) -> None:
-        if self.transport is not None:
-            self.transport.write_eof()
-
-    def can_write_eof(self) -> bool:
-        return self.transport is not None and self.transport.can_write_eof()
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-    def is_closing(self) -> bool:
-        return self.transport is None or self.transport.is_closing()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        if self.transport is None:
-            return default
-        return self.transport.get_extra_info(name, default)
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self.http
-
-    def is_reading(self) -> bool:
-        return self.transport is not None and self.transport.is_reading()
-
-    def pause_reading(self) -> None:
-        if self.transport is not None:
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.transport is not None:
-            self.transport.resume_reading()
-
-    def get_write_buffer_size(self) -> int:
-        return 0 if self.transport is None else self.transport.get_write_buffer_size()
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return (0, 0) if self.transport is None else self.transport.get_write_buffer_limits()
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        if self.transport is not None:
-            self.transport.set_write_buffer_limits(high, low)
-
-    # The handover.
-
-    def hand_over(self, request: web.BaseRequest, response: bytes, to: asyncio.Protocol) -> None:
-        """Write ``response`` (the 101) and give the connection to the protocol ``to``.
-
-        ``to`` receives ``connection_made`` with the socket's transport, then the bytes that
-        arrived behind ``request``'s head, if any. aiohttp's request handler sees its
-        connection lost, and whatever it writes afterwards goes nowhere.
-
-        Raises:
-            ConnectionResetError: the connection closed meanwhile.
-            ValueError: the bytes of ``request`` are not known: it came pipelined behind
-                another request, or its head and what followed it exceed :data:`PENDING_LIMIT`.
-        """
-        transport, pending = self.transport, self.pending
-        if transport is None or transport.is_closing():
-            raise ConnectionResetError("the connection closed during the handshake")
-        version = request.version
-        line = f"GET {request.raw_path} HTTP/{version.major}.{version.minor}\r\n".encode()
-        end = -1 if pending is None else pending.find(b"\r\n\r\n")
-        if pending is None or end < 0 or not pending.startswith(line):
-            raise ValueError("the handshake's bytes are not known: pipelined or too long")
-        self.transport = self.pending = None
-        transport.set_protocol(to)
-        to.connection_made(transport)
-        transport.write(response)
-        self.http.connection_lost(None)
-        if len(pending) > end + 4:
-            to.data_received(bytes(pending[end + 4 :]))
-
-
-def hand_over(request: web.Request, to: asyncio.Protocol) -> web.StreamResponse:
-    """Answer ``request``, a WebSocket handshake, and give its connection to the protocol ``to``.
-
-    aiohttp's ``WebSocketResponse.can_prepare()`` checks the handshake's headers (public API,
-    the checks of ``prepare()`` without its writing); the 101 is RFC 6455's (section 4.2.2). A
-    handler returns what this returns: a 101 that aiohttp only logs, since the connection is no
-    longer aiohttp's to write to.
-
-    Raises:
-        HTTPBadRequest: not a WebSocket handshake, or one that came pipelined behind another
-            request on its connection.
-    """
-    from aiohttp import web
-
-    front = request.transport
-    if not isinstance(front, HttpFront):
-        raise TypeError("the connection is not served through HttpFront")
-    if request.body_exists or not web.WebSocketResponse().can_prepare(request).ok:
-        raise web.HTTPBadRequest(text="Not a WebSocket handshake.\n")
-    key = request.headers["Sec-WebSocket-Key"].encode()
-    accept = base64.b64encode(hashlib.sha1(key + WEBSOCKET_GUID, usedforsecurity=False).digest())
-    response = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    try:
-        front.hand_over(request, response + b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n", to)
-    except ValueError:
-        raise web.HTTPBadRequest(text="Send the WebSocket handshake on its own.\n") from None
-    return web.Response(status=101)
+@functools.cache
+def app_handover() -> ModuleType:
+    """The generated app's own ``handover.py`` (plain Python, importing aiohttp only), which the
+    ``handover`` stack serves with: ``HttpFront`` and ``hand_over`` (loaded once: its
+    ``hand_over`` checks for its own ``HttpFront``)."""
+    spec = importlib.util.spec_from_file_location("app_handover", HANDOVER_PY)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def handover_app() -> web.Application:
@@ -358,10 +204,16 @@ def handover_app() -> web.Application:
         handshakes += 1
         return await handler(request)
 
+    handover = app_handover()
+
     async def endpoint(request: web.Request) -> web.StreamResponse:
         if request.headers.get("Origin", ORIGIN) != ORIGIN:
             raise web.HTTPForbidden(text="Origin not allowed.\n")
-        return hand_over(request, open_connection())
+        connection = open_connection()
+        behind = handover.hand_over(request, connection, ())
+        if behind:
+            connection.data_received(behind)
+        return web.Response(status=101)
 
     async def health(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -373,7 +225,7 @@ def handover_app() -> web.Application:
 
 
 async def start_handover(port: int) -> tuple[web.AppRunner, asyncio.Server]:
-    """Start :func:`handover_app` on ``port``, each connection behind an :class:`HttpFront`."""
+    """Start :func:`handover_app` on ``port``, each connection behind the app's ``HttpFront``."""
     from aiohttp import web
 
     runner = web.AppRunner(handover_app(), access_log=None)
@@ -381,7 +233,8 @@ async def start_handover(port: int) -> tuple[web.AppRunner, asyncio.Server]:
     http = runner.server
     assert http is not None
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: HttpFront(http()), "127.0.0.1", port, backlog=4096)
+    front = app_handover().HttpFront
+    server = await loop.create_server(lambda: front(http()), "127.0.0.1", port, backlog=4096)
     return runner, server
 
 
@@ -475,7 +328,8 @@ async def check_handover(count: int) -> None:
         assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
         assert await reader.readexactly(3) == b"ok\n"
         writer.write(upgrade_request(port) + client_frame(0x1, b"early"))
-        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 "), head
         assert await read_frame(reader) == (0x1, b"early")
         print("ok: a handshake on a kept-alive connection, a frame pipelined behind it echoed")
         writer.write(client_frame(0x1, b"late"))
