@@ -38,7 +38,7 @@ from websockets.protocol import OPEN, Protocol, Side
 from .guards import Allowance
 from .hub import CLOSE_TIMEOUT
 from .logs import CONNECTION
-from .session import RATE_EXCEEDED, Session
+from .session import RATE_EXCEEDED, Session, first_step
 
 logger = logging.getLogger(__name__)
 #: The codec's own logger: it reports each connection it closes at INFO, which the app does not.
@@ -247,7 +247,10 @@ class RawClient(asyncio.Protocol):
         ``received``, what it sent behind its handshake."""
         self._session = session
         # Refused or failed, on_connect closed the connection: nothing it sends is answered.
-        self._run(session.open())
+        with self._named():
+            opening = first_step(session.open())
+        if opening is not None:  # on_connect waits: the client's messages wait for it
+            self._run(opening)
         if received:
             self.data_received(received)
 
@@ -395,7 +398,10 @@ class RawClient(asyncio.Protocol):
             return
         session.close()
         with self._named():
-            task = asyncio.get_running_loop().create_task(session.ended(self.ending_code))
+            ending = first_step(session.ended(self.ending_code))
+            if ending is None:  # on_disconnect answered without waiting
+                return
+            task = asyncio.get_running_loop().create_task(ending)
         _ENDING.add(task)
         task.add_done_callback(_ENDING.discard)
 
