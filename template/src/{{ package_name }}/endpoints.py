@@ -230,7 +230,7 @@ async def authenticate(request: web.Request) -> str | None:
     refused = request.app[METRICS_KEY].refused
     try:
         authenticating = request.app[SERVICE_KEY].authenticate(request)
-        identity = await eagerly(authenticating, within=AUTHENTICATE_TIMEOUT)
+        identity: str | None = await eagerly(authenticating, within=AUTHENTICATE_TIMEOUT)
     except TimeoutError:
         logger.warning("authenticate took longer than %.0f s", AUTHENTICATE_TIMEOUT)
         raise web.HTTPServiceUnavailable(text="try again\n") from None

@@ -239,15 +239,16 @@ def first_step(work: Coroutine[Any, Any, Any]) -> Coroutine[Any, Any, Any] | Non
     A connection's ``on_connect`` and ``on_disconnect`` that answer without waiting, as the
     defaults do, cost it no task.
     """
+    steps = work.__await__()
     try:
-        first = work.send(None)
+        first = steps.send(None)
     except StopIteration:
         return None
-    return _rest(work, first)
+    return _rest(steps, first)
 
 
-async def _rest(steps: Coroutine[Any, Any, Any], yielded: object) -> Any:
-    """The rest of ``steps``, a coroutine whose first step yielded ``yielded`` already."""
+async def _rest(steps: Generator[Any, None, Any], yielded: object) -> Any:
+    """The rest of ``steps``, an awaitable's steps whose first yielded ``yielded`` already."""
     return await _resumed(steps, yielded)
 
 
