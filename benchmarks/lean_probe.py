@@ -463,7 +463,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--serve", choices=STACKS, help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("PORT", "0")), help=argparse.SUPPRESS
+    )
     parser.add_argument(
         "--check", action="store_true", help="check the handover stack in this process instead"
     )

@@ -217,7 +217,9 @@ async def eagerly(
 
     ``suspending`` runs before the event loop runs anything else (it flushes what a session
     gathered for one write), and ``within`` (seconds, then ``TimeoutError``) counts from that
-    first wait: an awaitable that completes without waiting costs no timer at all.
+    first wait: an awaitable that completes without waiting costs no timer at all. The timer is
+    started a turn of the event loop later, by the task that resumes the awaitable, which is
+    another than the caller's when that first step ran in :func:`first_step`.
     """
     steps = awaitable.__await__()
     try:
@@ -228,6 +230,8 @@ async def eagerly(
         suspending()
     if within is None:
         return await _resumed(steps, first)
+    # One turn of the loop first: the timer is the task's that runs the rest (first_step's).
+    await asyncio.sleep(0)
     async with asyncio.timeout(within):
         return await _resumed(steps, first)
 
