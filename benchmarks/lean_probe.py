@@ -210,7 +210,8 @@ def handover_app() -> web.Application:
         if request.headers.get("Origin", ORIGIN) != ORIGIN:
             raise web.HTTPForbidden(text="Origin not allowed.\n")
         connection = open_connection()
-        behind = handover.hand_over(request, connection, ())
+        ready = handover.checked_handshake(request, ())
+        behind = handover.hand_over(request, ready, connection)
         if behind:
             connection.data_received(behind)
         return web.Response(status=101)

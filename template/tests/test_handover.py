@@ -77,7 +77,8 @@ def test_aiohttp_and_asyncio_still_do_what_the_handover_rests_on() -> None:
         async def endpoint(request: web.Request) -> web.StreamResponse:
             recorder = Recorder()
             recorders.append(recorder)
-            behind = handover.hand_over(request, recorder, ("bearer",))
+            ready = handover.checked_handshake(request, ("bearer",))
+            behind = handover.hand_over(request, ready, recorder)
             recorder.data_received(behind)
             return web.Response(status=101)
 

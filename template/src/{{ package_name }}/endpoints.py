@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .broker import PublishInProgress
 from .guards import Allowance, client_address, is_valid_channel, origin_allowed, parse_json
-from .handover import hand_over
+from .handover import checked_handshake, hand_over
 from .hooks import BEARER_PROTOCOL, Connection, connection_token
 from .hub import Client, HubUnavailable
 from .inbound import RawClient
@@ -84,8 +84,10 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
             text="This path serves WebSocket connections only.\n",
             headers={hdrs.UPGRADE: "websocket"},
         )
+    # aiohttp's test of the handshake, before admission and authentication.
+    ready = checked_handshake(request, (BEARER_PROTOCOL,))
     with named_connection(request) as about:
-        admit(request)
+        admit(request, about["client"])
         try:
             last_id = int(request.query["last_id"]) if "last_id" in request.query else None
         except ValueError:
@@ -102,9 +104,8 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
             allowance, max_message_bytes=settings.max_message_bytes, heard=hub.heard, about=about
         )
         try:
-            # A malformed handshake gets 400 here, before any 101; after it, the connection
-            # is the client's own protocol's, not aiohttp's.
-            received = hand_over(request, client, (BEARER_PROTOCOL,))
+            # After the 101, the connection is the client's own protocol's, not aiohttp's.
+            received = hand_over(request, ready, client)
         except ConnectionResetError:  # the client went away during the handshake
             return web.Response(status=101)
         transport = client.transport
@@ -174,8 +175,9 @@ def open_session(
     )
 
 
-def admit(request: web.Request) -> None:
-    """Refuse a new WebSocket while draining, from another origin, or past the limits."""
+def admit(request: web.Request, address: str) -> None:
+    """Refuse a new WebSocket while draining, from another origin, or past the limits of its
+    client's ``address`` (as :func:`named_connection` names it)."""
     settings, hub = request.app[SETTINGS_KEY], request.app[HUB_KEY]
     refused = request.app[METRICS_KEY].refused
     if hub.draining:
@@ -211,7 +213,6 @@ def admit(request: web.Request) -> None:
             text="too many connections, try again\n", headers={hdrs.RETRY_AFTER: "5"}
         )
     # Fair shares per client address, as the platform's proxy saw it (X-Forwarded-For).
-    address = _client_address(request)
     # A client coming back after a drop (last_id, a token) may use the margin kept for it.
     returning = "last_id" in request.query or connection_token(request) is not None
     wait = request.app[ADMISSION_KEY].admit(address, returning, time.monotonic())
