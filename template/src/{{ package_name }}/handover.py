@@ -10,8 +10,8 @@ connection is lost (``connection_lost``): nothing of aiohttp's stays with an ope
 
 What this rests on is public: asyncio's protocol switching, ``web.Server`` as a protocol
 factory, a transport that only has to be an ``asyncio.Transport``, and
-``WebSocketResponse.can_prepare`` for the handshake's checks (:func:`checked_handshake`). ``tests/test_handover.py`` checks
-each of them against the installed aiohttp (pinned ``<3.15``).
+``WebSocketResponse.can_prepare`` for the handshake's checks (:func:`checked_handshake`).
+``tests/test_handover.py`` checks each of them against the installed aiohttp (pinned ``<3.15``).
 
 Handing over rather than putting a WebSocket protocol in front of aiohttp keeps one HTTP server
 (its parser, limits, timeouts and error answers) for every request, the handshakes included.
