@@ -7,7 +7,8 @@ generator's figure, as the fan-out benchmark reports it) and the server's CPU ti
 connection opened and closed (from ``/proc``, read before and a second after: steadier than the
 rate on a shared machine). The servers:
 
-- ``app``: the generated app, rendered from this checkout's template (or ``--project``);
+- ``app``: the generated app, rendered from this checkout's template (or each ``--project``,
+  named by its folder);
 - ``node``: the Node baseline (``ws``), the reference of the ratios;
 - ``handover``, ``aiohttp``, ``lean``: ``lean_probe.py``'s stacks, the floors of each way of
   serving a handshake: aiohttp answers it and hands the connection over (the app's design, with
@@ -73,7 +74,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5000, help="connections opened per run")
     parser.add_argument("--repetitions", type=int, default=3)
-    parser.add_argument("--project", type=Path, help="a rendered project (default: render HEAD)")
+    parser.add_argument(
+        "--project",
+        type=Path,
+        action="append",
+        help="a rendered project, named by its folder; repeat it to compare (default: HEAD's)",
+    )
     parser.add_argument(
         "--baseline",
         type=Path,
@@ -83,15 +89,15 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="accept-cost-"))
     try:
-        project = args.project
-        if project is None:
+        projects = args.project
+        if not projects:
             with user_settings_kept_out(work):
-                project = render(REPO, work / "project")
-        app = app_server("app", project)
-        servers: list[tuple[Server, str]] = [(app, "/_ws/bench")]
+                projects = [render(REPO, work / "app")]
+        apps = [app_server(project.name, project) for project in projects]
+        servers: list[tuple[Server, str]] = [(app, "/_ws/bench") for app in apps]
         node = Server("node", ["node", "server.js"], ensure_node_baseline(args.baseline))
         servers.append((node, "/_ws/bench"))
-        probe = [app.argv[0], str(HERE / "lean_probe.py"), "--serve"]
+        probe = [apps[0].argv[0], str(HERE / "lean_probe.py"), "--serve"]
         servers += [(Server(stack, [*probe, stack], HERE), "/_ws/") for stack in PROBE_STACKS]
         runs: dict[str, list[Result]] = {server.name: [] for server, _ in servers}
         for repetition in range(args.repetitions):
