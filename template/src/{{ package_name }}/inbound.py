@@ -38,7 +38,7 @@ from websockets.protocol import OPEN, Protocol, Side
 from .guards import Allowance
 from .hub import CLOSE_TIMEOUT
 from .logs import CONNECTION
-from .session import RATE_EXCEEDED, Session, first_step
+from .session import RATE_EXCEEDED, Session
 
 logger = logging.getLogger(__name__)
 #: The codec's own logger: it reports each connection it closes at INFO, which the app does not.
@@ -247,9 +247,8 @@ class RawClient(asyncio.Protocol):
         ``received``, what it sent behind its handshake."""
         self._session = session
         # Refused or failed, on_connect closed the connection: nothing it sends is answered.
-        with self._named():
-            opening = first_step(session.open())
-        if opening is not None:  # on_connect waits: the client's messages wait for it
+        opening = session.opening()
+        if opening is not None:  # the client's messages wait for the service's on_connect
             self._run(opening)
         if received:
             self.data_received(received)
@@ -397,10 +396,10 @@ class RawClient(asyncio.Protocol):
         if session is None:
             return
         session.close()
+        ending = session.ending(self.ending_code)
+        if ending is None:
+            return
         with self._named():
-            ending = first_step(session.ended(self.ending_code))
-            if ending is None:  # on_disconnect answered without waiting
-                return
             task = asyncio.get_running_loop().create_task(ending)
         _ENDING.add(task)
         task.add_done_callback(_ENDING.discard)

@@ -217,9 +217,7 @@ async def eagerly(
 
     ``suspending`` runs before the event loop runs anything else (it flushes what a session
     gathered for one write), and ``within`` (seconds, then ``TimeoutError``) counts from that
-    first wait: an awaitable that completes without waiting costs no timer at all. The timer is
-    started a turn of the event loop later, by the task that resumes the awaitable, which is
-    another than the caller's when that first step ran in :func:`first_step`.
+    first wait: an awaitable that completes without waiting costs no timer at all.
     """
     steps = awaitable.__await__()
     try:
@@ -230,30 +228,13 @@ async def eagerly(
         suspending()
     if within is None:
         return await _resumed(steps, first)
-    # One turn of the loop first: the timer is the task's that runs the rest (first_step's).
-    await asyncio.sleep(0)
     async with asyncio.timeout(within):
         return await _resumed(steps, first)
 
 
-def first_step(work: Coroutine[Any, Any, Any]) -> Coroutine[Any, Any, Any] | None:
-    """Run ``work``'s first step at once: None if that finished it, else a coroutine of the
-    rest, for a task to run (what ``work`` raised in that step is raised here).
-
-    A connection's ``on_connect`` and ``on_disconnect`` that answer without waiting, as the
-    defaults do, cost it no task.
-    """
-    steps = work.__await__()
-    try:
-        first = steps.send(None)
-    except StopIteration:
-        return None
-    return _rest(steps, first)
-
-
-async def _rest(steps: Generator[Any, None, Any], yielded: object) -> Any:
-    """The rest of ``steps``, an awaitable's steps whose first yielded ``yielded`` already."""
-    return await _resumed(steps, yielded)
+def _defines(service: Hooks, hook: str) -> bool:
+    """Whether ``service`` has a ``hook`` of its own, rather than :class:`~.hooks.Hooks`'."""
+    return getattr(type(service), hook) is not getattr(Hooks, hook)
 
 
 @types.coroutine
@@ -322,6 +303,15 @@ class Session:
             capacity=max(max_subscriptions, max_new_channels_per_minute / 60),
         )
         self._expiry = close_when_expired(ws, connection, max_connection_seconds)
+
+    def opening(self) -> Coroutine[Any, Any, bool] | None:
+        """:meth:`open`, to await; None if the service has no ``on_connect`` of its own (the
+        default does nothing: the connection costs no task for it)."""
+        return self.open() if _defines(self._service, "on_connect") else None
+
+    def ending(self, code: int) -> Coroutine[Any, Any, None] | None:
+        """:meth:`ended`, to await; None if the service has no ``on_disconnect`` of its own."""
+        return self.ended(code) if _defines(self._service, "on_disconnect") else None
 
     def join(self, last_id: int | None, dialect: Dialect | None = None) -> None:
         """Take the client into the hub: broadcasts from ``last_id`` on, in ``dialect`` if any."""
