@@ -190,7 +190,7 @@ def test_nothing_of_aiohttp_stays_with_an_open_websocket_and_it_costs_no_task() 
             lambda: handover.HttpFront(http()), "127.0.0.1", 0
         )
         port = server.sockets[0].getsockname()[1]
-        package_dir = os.path.dirname(app_module.__file__)
+        package_dir = os.path.dirname(str(app_module.__file__))
         created = 0  # tasks that run the app's own code (asyncio's and aiohttp's aside)
 
         def counted(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
