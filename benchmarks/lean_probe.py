@@ -210,7 +210,8 @@ def handover_app() -> web.Application:
         if request.headers.get("Origin", ORIGIN) != ORIGIN:
             raise web.HTTPForbidden(text="Origin not allowed.\n")
         connection = open_connection()
-        behind = handover.hand_over(request, connection, ())
+        ready = handover.checked_handshake(request, ())
+        behind = handover.hand_over(request, ready, connection)
         if behind:
             connection.data_received(behind)
         return web.Response(status=101)
@@ -463,7 +464,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--serve", choices=STACKS, help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("PORT", "0")), help=argparse.SUPPRESS
+    )
     parser.add_argument(
         "--check", action="store_true", help="check the handover stack in this process instead"
     )

@@ -14,8 +14,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-import copier
-
 #: The identity of the commits tests and benchmarks make: never the machine's git configuration.
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "Test",
@@ -50,6 +48,8 @@ def render(template: Path, dest: Path, ref: str = "HEAD", **answers: object) -> 
     Every question gets its default but those in ``answers``. The user's copier settings apply,
     unless ``user_settings_kept_out`` is in force.
     """
+    import copier  # here: the servers under test import this module, without copier
+
     copier.run_copy(str(template), str(dest), data=answers, defaults=True, vcs_ref=ref, quiet=True)
     return dest
 

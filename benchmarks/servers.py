@@ -21,7 +21,7 @@ import sys
 import time
 import tomllib
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,8 +145,15 @@ def healthy(port: int) -> bool:
 
 
 @contextmanager
-def started(server: Server, port: int, extra_env: dict[str, str], logs: Path) -> Iterator[int]:
-    """Start ``server`` pinned to the server core; yield its pid; stop it with SIGTERM."""
+def started(
+    server: Server,
+    port: int,
+    extra_env: dict[str, str],
+    logs: Path,
+    ready: Callable[[int], bool] = healthy,
+) -> Iterator[int]:
+    """Start ``server`` pinned to the server core; yield its pid once ``ready(port)`` (its
+    health check answers, by default); stop it with SIGTERM."""
     env = {**os.environ, **server.env, **extra_env, "PORT": str(port), "BENCH": "1"}
     with (logs / f"{server.name}-{port}.log").open("w") as log_file:
         process = subprocess.Popen(
@@ -158,7 +165,7 @@ def started(server: Server, port: int, extra_env: dict[str, str], logs: Path) ->
         )
         try:
             deadline = time.monotonic() + 20
-            while not healthy(port):
+            while not ready(port):
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{server.name} did not start, see {log_file.name}")
                 time.sleep(0.1)

@@ -242,7 +242,8 @@ def test_raw_websockets_on_ws_are_unaffected(make_app: Any) -> None:
     assert re.search(r"transports: \['websocket'\]", response.read().decode())
     # A malformed one (no key, no version) is refused before Socket.IO sees it, as on /_ws/.
     conn = http.client.HTTPConnection("127.0.0.1", app.port, timeout=5)
-    conn.request("GET", "/socket.io/", headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+    malformed = {"Upgrade": "websocket", "Connection": "Upgrade"}
+    conn.request("GET", "/socket.io/?EIO=4&transport=websocket", headers=malformed)
     response = conn.getresponse()
     assert response.status == 400
     assert "not a valid WebSocket handshake" in response.read().decode()

@@ -69,7 +69,8 @@ async def echo(request: web.Request) -> web.StreamResponse:
         heard=lambda _client: None,
         about={"connection": "echo", "client": "kosoku"},
     )
-    received = handover.hand_over(request, client, ())
+    ready = handover.checked_handshake(request, ())
+    received = handover.hand_over(request, ready, client)
     client.start(EchoSession(), received)
     return web.Response(status=101)
 

@@ -77,7 +77,8 @@ def test_aiohttp_and_asyncio_still_do_what_the_handover_rests_on() -> None:
         async def endpoint(request: web.Request) -> web.StreamResponse:
             recorder = Recorder()
             recorders.append(recorder)
-            behind = handover.hand_over(request, recorder, ("bearer",))
+            ready = handover.checked_handshake(request, ("bearer",))
+            behind = handover.hand_over(request, ready, recorder)
             recorder.data_received(behind)
             return web.Response(status=101)
 
@@ -168,7 +169,9 @@ def test_a_handshake_pipelined_behind_another_request_gets_400(server: Server) -
     assert b"HTTP/1.1 101 " not in answers
 
 
-def test_nothing_of_aiohttp_stays_with_an_open_websocket() -> None:
+def test_nothing_of_aiohttp_stays_with_an_open_websocket_and_it_costs_no_task() -> None:
+    # The demo service has no on_connect or on_disconnect: from the first byte to the close, a
+    # connection runs no task of the app's (the tasks are asyncio's and aiohttp's handshake's).
     app_module = importlib.import_module(f"{PACKAGE}.app")
     inbound = importlib.import_module(f"{PACKAGE}.inbound")
     metrics_module = importlib.import_module(f"{PACKAGE}.metrics")
@@ -176,7 +179,7 @@ def test_nothing_of_aiohttp_stays_with_an_open_websocket() -> None:
     settings = importlib.import_module(f"{PACKAGE}.settings").Settings()
     opened = 20
 
-    async def scenario() -> tuple[int, int, int]:
+    async def scenario() -> tuple[int, int, int, int]:
         metrics = metrics_module.Metrics()
         broker = scaleout.create_broker(settings, {}, metrics)
         runner = web.AppRunner(app_module.create_app(settings, broker, metrics), access_log=None)
@@ -187,6 +190,16 @@ def test_nothing_of_aiohttp_stays_with_an_open_websocket() -> None:
             lambda: handover.HttpFront(http()), "127.0.0.1", 0
         )
         port = server.sockets[0].getsockname()[1]
+        package_dir = os.path.dirname(str(app_module.__file__))
+        created = 0  # tasks that run the app's own code (asyncio's and aiohttp's aside)
+
+        def counted(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+            nonlocal created
+            code = getattr(coro, "cr_code", None)
+            created += code is not None and code.co_filename.startswith(package_dir)
+            return asyncio.Task(coro, loop=loop, **kwargs)
+
+        asyncio.get_running_loop().set_task_factory(counted)
         writers = []
         for _ in range(opened):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -202,14 +215,16 @@ def test_nothing_of_aiohttp_stays_with_an_open_websocket() -> None:
         for writer in writers:
             writer.close()
         await asyncio.sleep(0.2)
+        tasks = created
         server.close()
         await runner.cleanup()
-        return clients, handlers_alive, requests
+        return clients, handlers_alive, requests, tasks
 
-    clients, handlers_alive, requests_alive = asyncio.run(scenario())
+    clients, handlers_alive, requests_alive, tasks = asyncio.run(scenario())
     assert clients == opened
     assert handlers_alive == 0
     assert requests_alive == 0
+    assert tasks == 0
 
 
 def test_pages_and_websockets_are_served_on_asyncio_s_own_loop_too() -> None:

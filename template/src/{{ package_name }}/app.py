@@ -33,7 +33,7 @@ from .endpoints import (
 )
 from .guards import Admission, is_websocket_path, origin_allowed
 from .handover import SERVER
-from .hooks import BEARER_PROTOCOL, PUBLISHER_KEY
+from .hooks import PUBLISHER_KEY
 from .hub import Hub
 from .keys import (
     ADMISSION_KEY,
@@ -88,7 +88,8 @@ async def websocket_paths_only(request: web.Request, handler: Handler) -> web.St
 
 
 def _check_handshake(request: web.Request) -> None:
-    """Refuse, before any 101, an upgrade that aiohttp would take but RFC 6455 does not."""
+    """Refuse, before any 101, an upgrade that aiohttp would take but RFC 6455 does not (each
+    endpoint then runs aiohttp's own test of it, ``handover.checked_handshake``)."""
     if request.version < HttpVersion11:
         raise web.HTTPBadRequest(text="WebSocket upgrades need HTTP/1.1\n")
     for name in SINGLE_HANDSHAKE_HEADERS:
@@ -100,10 +101,6 @@ def _check_handshake(request: web.Request) -> None:
             text="only WebSocket version 13 is served\n",
             headers={hdrs.UPGRADE: "websocket", hdrs.SEC_WEBSOCKET_VERSION: "13"},
         )
-    # aiohttp's own test of a handshake (Connection: upgrade, Sec-WebSocket-Key, -Version),
-    # before admission and authentication; the subprotocol as the endpoints echo it.
-    if not web.WebSocketResponse(protocols=(BEARER_PROTOCOL,)).can_prepare(request).ok:
-        raise web.HTTPBadRequest(text="not a valid WebSocket handshake\n")
 
 
 async def set_response_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .broker import PublishInProgress
 from .guards import Allowance, client_address, is_valid_channel, origin_allowed, parse_json
-from .handover import hand_over
+from .handover import checked_handshake, hand_over
 from .hooks import BEARER_PROTOCOL, Connection, connection_token
 from .hub import Client, HubUnavailable
 from .inbound import RawClient
@@ -38,7 +38,7 @@ from .keys import (
     UNJOINED_KEY,
 )
 from .logs import CONNECTION
-from .session import Session, broadcast_within_budget
+from .session import Session, broadcast_within_budget, eagerly
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ X_FORWARDED_FOR = "X-Forwarded-For"
 #: ``POST /_publish`` broadcasts once per key: a retry after a lost answer sends nothing again.
 IDEMPOTENCY_KEY = "Idempotency-Key"
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-#: Seconds the service's ``authenticate`` hook may take before the upgrade is refused with 503.
+#: Seconds the service's ``authenticate`` hook may take, from its first wait, before the upgrade is
+#: refused with 503 (one that answers without waiting, as the default does, costs no timer).
 AUTHENTICATE_TIMEOUT = 5.0
 
 
@@ -83,8 +84,10 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
             text="This path serves WebSocket connections only.\n",
             headers={hdrs.UPGRADE: "websocket"},
         )
+    # aiohttp's test of the handshake, before admission and authentication.
+    ready = checked_handshake(request, (BEARER_PROTOCOL,))
     with named_connection(request) as about:
-        admit(request)
+        admit(request, about["client"])
         try:
             last_id = int(request.query["last_id"]) if "last_id" in request.query else None
         except ValueError:
@@ -101,9 +104,8 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
             allowance, max_message_bytes=settings.max_message_bytes, heard=hub.heard, about=about
         )
         try:
-            # A malformed handshake gets 400 here, before any 101; after it, the connection
-            # is the client's own protocol's, not aiohttp's.
-            received = hand_over(request, client, (BEARER_PROTOCOL,))
+            # After the 101, the connection is the client's own protocol's, not aiohttp's.
+            received = hand_over(request, ready, client)
         except ConnectionResetError:  # the client went away during the handshake
             return web.Response(status=101)
         transport = client.transport
@@ -173,8 +175,9 @@ def open_session(
     )
 
 
-def admit(request: web.Request) -> None:
-    """Refuse a new WebSocket while draining, from another origin, or past the limits."""
+def admit(request: web.Request, address: str) -> None:
+    """Refuse a new WebSocket while draining, from another origin, or past the limits of its
+    client's ``address`` (as :func:`named_connection` names it)."""
     settings, hub = request.app[SETTINGS_KEY], request.app[HUB_KEY]
     refused = request.app[METRICS_KEY].refused
     if hub.draining:
@@ -210,7 +213,6 @@ def admit(request: web.Request) -> None:
             text="too many connections, try again\n", headers={hdrs.RETRY_AFTER: "5"}
         )
     # Fair shares per client address, as the platform's proxy saw it (X-Forwarded-For).
-    address = _client_address(request)
     # A client coming back after a drop (last_id, a token) may use the margin kept for it.
     returning = "last_id" in request.query or connection_token(request) is not None
     wait = request.app[ADMISSION_KEY].admit(address, returning, time.monotonic())
@@ -228,8 +230,8 @@ async def authenticate(request: web.Request) -> str | None:
     """Who is connecting, as the service's ``authenticate`` says; refused, before any 101."""
     refused = request.app[METRICS_KEY].refused
     try:
-        async with asyncio.timeout(AUTHENTICATE_TIMEOUT):
-            identity = await request.app[SERVICE_KEY].authenticate(request)
+        authenticating = request.app[SERVICE_KEY].authenticate(request)
+        identity: str | None = await eagerly(authenticating, within=AUTHENTICATE_TIMEOUT)
     except TimeoutError:
         logger.warning("authenticate took longer than %.0f s", AUTHENTICATE_TIMEOUT)
         raise web.HTTPServiceUnavailable(text="try again\n") from None

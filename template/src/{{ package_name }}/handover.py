@@ -10,8 +10,8 @@ connection is lost (``connection_lost``): nothing of aiohttp's stays with an ope
 
 What this rests on is public: asyncio's protocol switching, ``web.Server`` as a protocol
 factory, a transport that only has to be an ``asyncio.Transport``, and
-``WebSocketResponse.can_prepare`` for the handshake's checks. ``tests/test_handover.py`` checks
-each of them against the installed aiohttp (pinned ``<3.15``).
+``WebSocketResponse.can_prepare`` for the handshake's checks (:func:`checked_handshake`).
+``tests/test_handover.py`` checks each of them against the installed aiohttp (pinned ``<3.15``).
 
 Handing over rather than putting a WebSocket protocol in front of aiohttp keeps one HTTP server
 (its parser, limits, timeouts and error answers) for every request, the handshakes included.
@@ -173,28 +173,38 @@ class HttpFront(asyncio.Protocol, asyncio.Transport):
         return bytes(pending[end + 4 :])
 
 
-def hand_over(request: web.Request, to: asyncio.Protocol, protocols: tuple[str, ...]) -> bytes:
-    """Answer ``request``, a WebSocket handshake, with a 101 and give its connection to ``to``.
+def checked_handshake(request: web.Request, protocols: tuple[str, ...]) -> web.WebSocketReady:
+    """aiohttp's test of a WebSocket handshake (the checks of ``prepare()`` without its writing:
+    ``Connection: upgrade``, ``Sec-WebSocket-Key``, ``-Version``), and the subprotocol it picks
+    among ``protocols``.
 
-    aiohttp's ``WebSocketResponse.can_prepare`` checks the handshake (the checks of
-    ``prepare()`` without its writing) and picks the subprotocol among ``protocols``; the 101 is
-    RFC 6455's (section 4.2.2). The handler then returns a ``web.Response(status=101)``, which
-    aiohttp cannot write any more: the connection is ``to``'s.
+    Raises:
+        HTTPBadRequest: Not a well-formed WebSocket handshake, or one with a body.
+    """
+    ready = web.WebSocketResponse(protocols=protocols).can_prepare(request)
+    if request.body_exists or not ready.ok:
+        raise web.HTTPBadRequest(text="not a valid WebSocket handshake\n")
+    return ready
+
+
+def hand_over(request: web.Request, ready: web.WebSocketReady, to: asyncio.Protocol) -> bytes:
+    """Answer ``request``, a handshake that :func:`checked_handshake` passed as ``ready``, with a
+    101 and give its connection to ``to``.
+
+    The 101 is RFC 6455's (section 4.2.2), with ``ready``'s subprotocol. The handler then
+    returns a ``web.Response(status=101)``, which aiohttp cannot write any more: the connection
+    is ``to``'s.
 
     Returns:
         The bytes the client sent behind the handshake, for ``to``.
 
     Raises:
-        HTTPBadRequest: Not a well-formed WebSocket handshake, or one that came pipelined
-            behind another request on its connection.
+        HTTPBadRequest: The handshake came pipelined behind another request on its connection.
         ConnectionResetError: The client went away during the handshake.
     """
     front = request.transport
     if not isinstance(front, HttpFront):
         raise TypeError("the connection is not served through HttpFront")
-    ready = web.WebSocketResponse(protocols=protocols).can_prepare(request)
-    if request.body_exists or not ready.ok:
-        raise web.HTTPBadRequest(text="Not a valid WebSocket handshake.\n")
     key = request.headers[hdrs.SEC_WEBSOCKET_KEY].encode()
     accept = base64.b64encode(hashlib.sha1(key + WEBSOCKET_GUID, usedforsecurity=False).digest())
     response = (

@@ -247,7 +247,9 @@ class RawClient(asyncio.Protocol):
         ``received``, what it sent behind its handshake."""
         self._session = session
         # Refused or failed, on_connect closed the connection: nothing it sends is answered.
-        self._run(session.open())
+        opening = session.opening()
+        if opening is not None:  # the client's messages wait for the service's on_connect
+            self._run(opening)
         if received:
             self.data_received(received)
 
@@ -394,8 +396,11 @@ class RawClient(asyncio.Protocol):
         if session is None:
             return
         session.close()
+        ending = session.ending(self.ending_code)
+        if ending is None:
+            return
         with self._named():
-            task = asyncio.get_running_loop().create_task(session.ended(self.ending_code))
+            task = asyncio.get_running_loop().create_task(ending)
         _ENDING.add(task)
         task.add_done_callback(_ENDING.discard)
 

@@ -37,7 +37,7 @@ import logging
 import random
 import time
 import types
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, Protocol
 
 from aiohttp import WSCloseCode
@@ -162,8 +162,7 @@ async def call_on_connect(service: Hooks, connection: Connection, ws: Client) ->
     timeout or an error closes it with 1011, logged. Only this connection waits for it.
     """
     try:
-        async with asyncio.timeout(HOOK_TIMEOUT):
-            await service.on_connect(connection)
+        await eagerly(service.on_connect(connection), within=HOOK_TIMEOUT)
     except Refusal as refusal:
         logger.info("on_connect refused the connection: %s (1008)", refusal.reason)
         reason = refusal.reason.encode()[:MAX_CLOSE_REASON].decode(errors="ignore")
@@ -184,8 +183,7 @@ async def call_on_disconnect(service: Hooks, connection: Connection, code: int) 
     """Tell the service's ``on_disconnect`` that ``connection`` left the hub, closed with
     ``code``; within ``HOOK_TIMEOUT``, whatever it raises logged."""
     try:
-        async with asyncio.timeout(HOOK_TIMEOUT):
-            await service.on_disconnect(connection, code)
+        await eagerly(service.on_disconnect(connection, code), within=HOOK_TIMEOUT)
     except TimeoutError:
         logger.warning("on_disconnect took longer than %.0f s", HOOK_TIMEOUT)
     except Exception:
@@ -210,8 +208,10 @@ async def broadcast_within_budget(hub: SessionHub, channel: str, data: object) -
         raise Refusal("unavailable, try again") from None
 
 
-async def _eagerly(
-    awaitable: Awaitable[Any], suspending: Callable[[], None], within: float | None = None
+async def eagerly(
+    awaitable: Awaitable[Any],
+    suspending: Callable[[], None] | None = None,
+    within: float | None = None,
 ) -> Any:
     """Await ``awaitable``, its first step at once; if it waits, call ``suspending`` first.
 
@@ -224,11 +224,17 @@ async def _eagerly(
         first = steps.send(None)
     except StopIteration as done:
         return done.value
-    suspending()
+    if suspending is not None:
+        suspending()
     if within is None:
         return await _resumed(steps, first)
     async with asyncio.timeout(within):
         return await _resumed(steps, first)
+
+
+def _defines(service: Hooks, hook: str) -> bool:
+    """Whether ``service`` has a ``hook`` of its own, rather than :class:`~.hooks.Hooks`'."""
+    return getattr(type(service), hook) is not getattr(Hooks, hook)
 
 
 @types.coroutine
@@ -297,6 +303,15 @@ class Session:
             capacity=max(max_subscriptions, max_new_channels_per_minute / 60),
         )
         self._expiry = close_when_expired(ws, connection, max_connection_seconds)
+
+    def opening(self) -> Coroutine[Any, Any, bool] | None:
+        """:meth:`open`, to await; None if the service has no ``on_connect`` of its own (the
+        default does nothing: the connection costs no task for it)."""
+        return self.open() if _defines(self._service, "on_connect") else None
+
+    def ending(self, code: int) -> Coroutine[Any, Any, None] | None:
+        """:meth:`ended`, to await; None if the service has no ``on_disconnect`` of its own."""
+        return self.ended(code) if _defines(self._service, "on_disconnect") else None
 
     def join(self, last_id: int | None, dialect: Dialect | None = None) -> None:
         """Take the client into the hub: broadcasts from ``last_id`` on, in ``dialect`` if any."""
@@ -395,7 +410,7 @@ class Session:
             member = Member(connection.member, connection.id) if presence else None
             counted = self._service.counts_presence(channel)
             try:
-                await _eagerly(
+                await eagerly(
                     hub.subscribe(ws, self._transport, channel, last_id, member, counted=counted),
                     self._flush,
                 )
@@ -451,10 +466,10 @@ class Session:
     async def _answer(self, kind: str, channel: str | None, answer: Any) -> object:
         """Await a hook's ``answer``; ``_REFUSED`` if it refused or failed (the client was told).
 
-        ``HOOK_TIMEOUT`` counts from the hook's first wait (:func:`_eagerly`).
+        ``HOOK_TIMEOUT`` counts from the hook's first wait (:func:`eagerly`).
         """
         try:
-            result: object = await _eagerly(answer, self._flush, HOOK_TIMEOUT)
+            result: object = await eagerly(answer, self._flush, HOOK_TIMEOUT)
         except Refusal as refusal:
             self._refuse(kind, channel, refusal.reason)
             return _REFUSED
