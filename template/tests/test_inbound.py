@@ -152,7 +152,7 @@ def test_a_message_unfinished_after_max_fragments_frames_is_closed(make_server: 
     assert asyncio.run(scenario()) == (1008, b"message not finished in time")
 
 
-@pytest.mark.parametrize("control", [PING, PONG])
+@pytest.mark.parametrize("control", [PING, PONG], ids=["ping", "pong"])
 def test_a_fragmented_message_within_the_bounds_is_answered(server: Server, control: int) -> None:
     async def scenario() -> tuple[list[tuple[int, bytes]], dict[str, Any]]:
         reader, writer = await connect(server)
