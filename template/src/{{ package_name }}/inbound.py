@@ -53,9 +53,8 @@ MAX_FRAGMENTS = 64
 MAX_FRAGMENT_SECONDS = 10.0
 #: How the codec's close frames begin (FIN and the close opcode): its other frames are pongs.
 _CLOSE_FRAME_START = 0x80 | Opcode.CLOSE.value
-#: The last frame of a message, empty: given to the codec before a close frame that came between
-#: the fragments of a message, so that it reads the close as outside one (it fails a close that
-#: leaves a message unfinished with 1002). The message it ends is dropped.
+#: An empty last frame of a message, masked as a client's: what ends, for the codec, a message a
+#: close frame interrupted (the codec fails a close that leaves a message unfinished, with 1002).
 _DROPPED_MESSAGE_END = Frame(Opcode.CONT, b"", fin=True).serialize(mask=True)
 #: The sessions' tasks that tell the service a connection ended (their only strong reference).
 _ENDING: set[asyncio.Task[None]] = set()
@@ -77,7 +76,8 @@ UNMASKED = FrameRefusal(WSCloseCode.PROTOCOL_ERROR, b"frames must be masked")
 
 
 class FrameCounter:
-    """Reads the headers of a client's frames as they arrive, and charges each to ``allowance``.
+    """Reads the headers of a client's frames as they arrive, and charges each to ``allowance``;
+    tells where a close frame interrupts an unfinished message.
 
     Args:
         allowance: What the client may send.
@@ -120,7 +120,8 @@ class FrameCounter:
             if position >= length:
                 return length, None, dropped
             first, second = data[position], data[position + 1] if position + 1 < length else 0
-            # Known from the header's first byte: the first read that holds it reports it.
+            # A close between the fragments of a message ends it: told by the read that brings
+            # the first byte of the close's header (the opcode), before the codec has any of it.
             if first & 0x0F == Opcode.CLOSE.value and self._started is not None:
                 self._started, dropped = None, position
             size = second & 0x7F
@@ -281,10 +282,12 @@ class RawClient(asyncio.Protocol):
             end, refusal, dropped = counter.scan(data)
             if refusal is not None:
                 data = data[:end]
-        if dropped is not None and dropped < len(data):  # a close parsed after the message
+        if dropped is not None and dropped < len(data):  # a close (not refused) interrupts
+            # a message: the codec gets an end of that message before the close, and what this
+            # end completes is dropped.
             codec.receive_data(data[:dropped])
             messages = self._messages()
-            self._fragments = None  # the end given next completes nothing
+            self._fragments = None
             codec.receive_data(_DROPPED_MESSAGE_END)
             codec.receive_data(data[dropped:])
             messages += self._messages()
