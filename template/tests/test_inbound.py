@@ -210,7 +210,7 @@ def test_a_close_between_fragments_is_echoed_and_the_message_dropped(
                 writer.write(bytes([byte]))
                 await writer.drain()
                 await asyncio.sleep(0.005)
-        frames = []
+        frames: list[tuple[int, bytes]] = []
         try:
             while not frames or frames[-1][0] != CLOSE:
                 frames.append(await asyncio.wait_for(read_frame(reader), 10))
