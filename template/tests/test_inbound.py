@@ -1,7 +1,7 @@
 """A client's frames against the app as a real process: each frame charged, strict RFC 6455.
 
 A raw TCP client writes the frames by hand: empty continuation floods, unfinished messages,
-unmasked frames, a message of exactly ``MAX_MESSAGE_BYTES``.
+control frames between fragments, unmasked frames, a message of exactly ``MAX_MESSAGE_BYTES``.
 """
 
 from __future__ import annotations
@@ -10,19 +10,38 @@ import asyncio
 import json
 import os
 import struct
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from conftest import Server
+from conftest import PACKAGE, Server, start_server_with_service
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 UPGRADE = (
     "GET /_ws/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
 )
-TEXT, CONTINUATION, PONG = 0x1, 0x0, 0xA
+TEXT, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x0, 0x8, 0x9, 0xA
+#: A service that logs each message it is handed and each connection's close code.
+LOGGING = """
+import logging
+from typing import Any
+
+from {package}.hooks import Connection, Hooks
+
+logger = logging.getLogger("service_under_test")
+
+
+class Service(Hooks):
+    async def on_message(self, connection: Connection, message: dict[str, Any]) -> None:
+        logger.warning("handed %s", message["type"])
+
+    async def on_disconnect(self, connection: Connection, code: int) -> None:
+        logger.warning("ended with %d", code)
+""".replace("{package}", PACKAGE)
 
 
 def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, masked: bool = True) -> bytes:
@@ -133,27 +152,80 @@ def test_a_message_unfinished_after_max_fragments_frames_is_closed(make_server: 
     assert asyncio.run(scenario()) == (1008, b"message not finished in time")
 
 
-def test_a_fragmented_message_within_the_bounds_is_answered(server: Server) -> None:
-    async def scenario() -> dict[str, Any]:
+@pytest.mark.parametrize("control", [PING, PONG], ids=["ping", "pong"])
+def test_a_fragmented_message_within_the_bounds_is_answered(server: Server, control: int) -> None:
+    async def scenario() -> tuple[list[tuple[int, bytes]], dict[str, Any]]:
         reader, writer = await connect(server)
         text = b'{"type": "subscribe", "channel": "nope"}'
         pieces = [text[i : i + 4] for i in range(0, len(text), 4)]
         writer.write(
             frame(TEXT, pieces[0], fin=False)
             + b"".join(frame(CONTINUATION, p, fin=False) for p in pieces[1:-1])
-            + frame(PONG)  # a control frame between fragments
+            + frame(control, b"between")  # a control frame between fragments
             + frame(CONTINUATION, pieces[-1])
         )
+        controls = []
         try:
             while True:
-                _opcode, payload = await asyncio.wait_for(read_frame(reader), 10)
+                opcode, payload = await asyncio.wait_for(read_frame(reader), 10)
+                if opcode != TEXT:
+                    controls.append((opcode, payload))
+                    continue
                 message: dict[str, Any] = json.loads(payload)
                 if message.get("type") == "error":
-                    return message
+                    return controls, message
         finally:
             writer.transport.abort()
 
-    assert asyncio.run(scenario())["request"] == "subscribe"
+    controls, error = asyncio.run(scenario())
+    assert controls == ([(PONG, b"between")] if control == PING else [])  # the pong comes first
+    assert error["request"] == "subscribe"
+
+
+@pytest.fixture(scope="module")
+def logging_server() -> Iterator[Server]:
+    running = start_server_with_service(LOGGING)
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize("reads", ["at once", "byte by byte"])
+def test_a_close_between_fragments_is_echoed_and_the_message_dropped(
+    logging_server: Server, reads: str
+) -> None:
+    code = 4000 if reads == "at once" else 1000
+
+    async def scenario() -> tuple[list[tuple[int, bytes]], bytes]:
+        reader, writer = await connect(logging_server)
+        # The first fragment is a whole request: were the message handed on, it would be read.
+        sent = (
+            frame(TEXT, b'{"type": "unfinished"}', fin=False)
+            + frame(CLOSE, struct.pack("!H", code) + b"bye")
+            + frame(CONTINUATION, b" ")
+        )
+        if reads == "at once":
+            writer.write(sent)
+        else:  # the close's header is cut across reads too
+            for byte in sent:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.005)
+        frames: list[tuple[int, bytes]] = []
+        try:
+            while not frames or frames[-1][0] != CLOSE:
+                frames.append(await asyncio.wait_for(read_frame(reader), 10))
+            return frames, await asyncio.wait_for(reader.read(), 10)
+        finally:
+            writer.transport.abort()
+
+    frames, after = asyncio.run(scenario())
+    assert frames == [(CLOSE, struct.pack("!H", code) + b"bye")]
+    assert after == b""  # the server ended the connection
+    deadline = time.monotonic() + 10
+    while not any(f"ended with {code}" in line for line in logging_server.log):
+        assert time.monotonic() < deadline, logging_server.log
+        time.sleep(0.05)
+    assert not any("handed unfinished" in line for line in logging_server.log)
 
 
 @pytest.mark.parametrize("opcode", [TEXT, PONG])

@@ -12,7 +12,9 @@ What the client sends passes, in order:
   connection's :class:`~.guards.Allowance`, bounds a fragmented message to ``MAX_FRAGMENTS``
   frames and ``MAX_FRAGMENT_SECONDS`` seconds, and refuses a frame the client did not mask
   (RFC 6455, section 5.1). Past any of these, nothing more of what the client sends is parsed:
-  it is closed (``RATE_EXCEEDED``, 1008 or 1002);
+  it is closed (``RATE_EXCEEDED``, 1008 or 1002). It also finds a close frame sent between the
+  fragments of an unfinished message (section 5.4 allows control frames there): that message is
+  dropped, and the close answered as any other;
 - ``websockets``' sans-I/O codec (``websockets.protocol.Protocol``, conformance-tested, public
   API for this use), which parses the frames, answers pings, runs the closing handshake, and
   fails the connection with 1009 past ``MAX_MESSAGE_BYTES`` and 1002 on a protocol error; a
@@ -51,6 +53,9 @@ MAX_FRAGMENTS = 64
 MAX_FRAGMENT_SECONDS = 10.0
 #: How the codec's close frames begin (FIN and the close opcode): its other frames are pongs.
 _CLOSE_FRAME_START = 0x80 | Opcode.CLOSE.value
+#: An empty last frame of a message, masked as a client's: what ends, for the codec, a message a
+#: close frame interrupted (the codec fails a close that leaves a message unfinished, with 1002).
+_DROPPED_MESSAGE_END = Frame(Opcode.CONT, b"", fin=True).serialize(mask=True)
 #: The sessions' tasks that tell the service a connection ended (their only strong reference).
 _ENDING: set[asyncio.Task[None]] = set()
 
@@ -71,7 +76,8 @@ UNMASKED = FrameRefusal(WSCloseCode.PROTOCOL_ERROR, b"frames must be masked")
 
 
 class FrameCounter:
-    """Reads the headers of a client's frames as they arrive, and charges each to ``allowance``.
+    """Reads the headers of a client's frames as they arrive, and charges each to ``allowance``;
+    tells where a close frame interrupts an unfinished message.
 
     Args:
         allowance: What the client may send.
@@ -88,20 +94,23 @@ class FrameCounter:
         self._started: float | None = None  # when the unfinished message began
         self._fragments = 0  # frames of the unfinished message
 
-    def scan(self, data: bytes) -> tuple[int, FrameRefusal | None]:
+    def scan(self, data: bytes) -> tuple[int, FrameRefusal | None, int | None]:
         """Charge each frame that begins in ``data``.
 
         Returns:
             How many bytes of ``data`` may be parsed (all of them, or up to the first refused
-            frame), and why the frame there is refused (None if none is).
+            frame), why the frame there is refused (None if none is), and where in ``data`` a
+            close frame begins that ends an unfinished message (None if none does): the
+            message is over, dropped.
         """
         held = len(self._head)
-        end, refusal = self._scan(self._head + data if held else data)
-        return max(end - held, 0), refusal
+        end, refusal, dropped = self._scan(self._head + data if held else data)
+        return max(end - held, 0), refusal, None if dropped is None else dropped - held
 
-    def _scan(self, data: bytes) -> tuple[int, FrameRefusal | None]:
+    def _scan(self, data: bytes) -> tuple[int, FrameRefusal | None, int | None]:
         length = len(data)
         position = 0
+        dropped = None
         self._head = b""
         while True:
             if self._skip:
@@ -109,19 +118,23 @@ class FrameCounter:
                 self._skip -= step
                 position += step
             if position >= length:
-                return length, None
+                return length, None, dropped
             first, second = data[position], data[position + 1] if position + 1 < length else 0
+            # A close between the fragments of a message ends it: told by the read that brings
+            # the first byte of the close's header (the opcode), before the codec has any of it.
+            if first & 0x0F == Opcode.CLOSE.value and self._started is not None:
+                self._started, dropped = None, position
             size = second & 0x7F
             header = 2 + (2 if size == 126 else 8 if size == 127 else 0) + 4 * (second >> 7)
             if length - position < header:
                 self._head = data[position:]
-                return length, None
+                return length, None, dropped
             if size >= 126:
                 extended = data[position + 2 : position + (4 if size == 126 else 10)]
                 size = int.from_bytes(extended, "big")
             refusal = self._charge(first, second, size)
             if refusal is not None:
-                return position, refusal
+                return position, refusal, dropped
             position += header
             self._skip = size
 
@@ -266,13 +279,23 @@ class RawClient(asyncio.Protocol):
             codec.events_received()
             self._write()
             return
-        refusal = None
+        refusal = dropped = None
         if counter is not None:
-            end, refusal = counter.scan(data)
+            end, refusal, dropped = counter.scan(data)
             if refusal is not None:
                 data = data[:end]
-        codec.receive_data(data)
-        messages = self._messages()
+        if dropped is not None and dropped < len(data):  # a close (not refused) interrupts
+            # a message: the codec gets an end of that message before the close, and what this
+            # end completes is dropped.
+            codec.receive_data(data[:dropped])
+            messages = self._messages()
+            self._fragments = None
+            codec.receive_data(_DROPPED_MESSAGE_END)
+            codec.receive_data(data[dropped:])
+            messages += self._messages()
+        else:
+            codec.receive_data(data)
+            messages = self._messages()
         if refusal is not None and codec.state is OPEN:
             self._refuse(refusal)
         self._answer(messages)
