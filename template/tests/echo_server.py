@@ -72,7 +72,7 @@ async def echo(request: web.Request) -> web.StreamResponse:
     ready = handover.checked_handshake(request, ())
     received = handover.hand_over(request, ready, client)
     client.start(EchoSession(), received)
-    return web.Response(status=101)
+    return handover.HandedOver()
 
 
 async def serve(port: int) -> None:
