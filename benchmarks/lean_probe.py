@@ -214,7 +214,8 @@ def handover_app() -> web.Application:
         behind = handover.hand_over(request, ready, connection)
         if behind:
             connection.data_received(behind)
-        return web.Response(status=101)
+        handed_over: web.StreamResponse = handover.HandedOver()
+        return handed_over
 
     async def health(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")

@@ -72,7 +72,8 @@ async def echo(request: web.Request) -> web.StreamResponse:
     ready = handover.checked_handshake(request, ())
     received = handover.hand_over(request, ready, client)
     client.start(EchoSession(), received)
-    return web.Response(status=101)
+    handed_over: web.StreamResponse = handover.HandedOver()
+    return handed_over
 
 
 async def serve(port: int) -> None:

@@ -80,7 +80,8 @@ def test_aiohttp_and_asyncio_still_do_what_the_handover_rests_on() -> None:
             ready = handover.checked_handshake(request, ("bearer",))
             behind = handover.hand_over(request, ready, recorder)
             recorder.data_received(behind)
-            return web.Response(status=101)
+            handed_over: web.StreamResponse = handover.HandedOver()
+            return handed_over
 
         app = web.Application()
         app.router.add_get("/_ws/", endpoint)

@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .broker import PublishInProgress
 from .guards import Allowance, client_address, is_valid_channel, origin_allowed, parse_json
-from .handover import checked_handshake, hand_over
+from .handover import HandedOver, checked_handshake, hand_over
 from .hooks import BEARER_PROTOCOL, Connection, connection_token
 from .hub import Client, HubUnavailable
 from .inbound import RawClient
@@ -107,13 +107,13 @@ async def websocket_endpoint(request: web.Request) -> web.StreamResponse:
             # After the 101, the connection is the client's own protocol's, not aiohttp's.
             received = hand_over(request, ready, client)
         except ConnectionResetError:  # the client went away during the handshake
-            return web.Response(status=101)
+            return HandedOver()
         transport = client.transport
         assert transport is not None  # given by the handover
         session = open_session(request, client, transport, about["connection"], identity)
         session.join(last_id)
         client.start(session, received)
-        return web.Response(status=101)
+        return HandedOver()
 
 
 @contextlib.contextmanager

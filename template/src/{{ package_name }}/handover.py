@@ -173,6 +173,24 @@ class HttpFront(asyncio.Protocol, asyncio.Transport):
         return bytes(pending[end + 4 :])
 
 
+class HandedOver(web.StreamResponse):
+    """What a handler returns once :func:`hand_over` has given its connection away.
+
+    aiohttp prepares and ends every response a handler returns; this one has nothing to write
+    (the 101 went out with the handover), so neither does anything: no headers, no
+    ``on_response_prepare`` signal, no end of body.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(status=101)
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
 def checked_handshake(request: web.Request, protocols: tuple[str, ...]) -> web.WebSocketReady:
     """aiohttp's test of a WebSocket handshake (the checks of ``prepare()`` without its writing:
     ``Connection: upgrade``, ``Sec-WebSocket-Key``, ``-Version``), and the subprotocol it picks
@@ -192,8 +210,7 @@ def hand_over(request: web.Request, ready: web.WebSocketReady, to: asyncio.Proto
     101 and give its connection to ``to``.
 
     The 101 is RFC 6455's (section 4.2.2), with ``ready``'s subprotocol. The handler then
-    returns a ``web.Response(status=101)``, which aiohttp cannot write any more: the connection
-    is ``to``'s.
+    returns a :class:`HandedOver`: the connection is ``to``'s.
 
     Returns:
         The bytes the client sent behind the handshake, for ``to``.
