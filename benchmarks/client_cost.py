@@ -54,6 +54,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from servers import measured
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 FIGURES = (
@@ -245,15 +247,7 @@ def run(python: str, package: str, project: Path, spec: dict[str, Any]) -> dict[
     """The figures of ``project``'s client, in a process of its own with ``python``."""
     spec = {**spec, "package": package}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(project / "src"), str(HERE)])}
-    done = subprocess.run(
-        [python, __file__, "--measure", json.dumps(spec)],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
+    return measured(python, __file__, spec, env)
 
 
 def main() -> None:

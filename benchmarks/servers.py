@@ -88,6 +88,20 @@ def run(argv: list[str], cwd: Path | None = None, **kwargs: Any) -> str:
     return str(done.stdout)
 
 
+def measured(python: str, script: str, spec: Result, env: dict[str, str] | None = None) -> Result:
+    """What ``script --measure <spec>`` prints (one JSON object), run by ``python``: a script
+    that measures the app in a process of its own, with the app's interpreter."""
+    done = subprocess.run(
+        [python, script, "--measure", json.dumps(spec)],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    result: Result = json.loads(done.stdout)
+    return result
+
+
 def app_server(name: str, project: Path, **options: Any) -> Server:
     """The rendered ``project``'s app, in a cached virtualenv of its dependencies."""
     python = ensure_venv(project_requirements(project))

@@ -35,7 +35,6 @@ import importlib
 import inspect
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import make_mocked_request
+
+from servers import measured
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -181,14 +182,7 @@ async def measure(package: str, opts: dict[str, Any]) -> dict[str, Any]:
 def run(python: str, project: Path, package: str, opts: dict[str, Any]) -> dict[str, Any]:
     """The figures of ``project``, whose package is ``package``, in a process of its own."""
     spec = {**opts, "src": str(project / "src"), "package": package}
-    done = subprocess.run(
-        [python, __file__, "--measure", json.dumps(spec)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
+    return measured(python, __file__, spec)
 
 
 def main() -> None:
