@@ -32,7 +32,16 @@ from pathlib import Path
 
 from matrix import drive
 from rendering import render, user_settings_kept_out
-from servers import Result, Server, app_server, ensure_node_baseline, free_port, log, started
+from servers import (
+    NODE_BASELINE,
+    Result,
+    Server,
+    app_server,
+    ensure_node_baseline,
+    free_port,
+    log,
+    started,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -83,7 +92,7 @@ def main() -> None:
     parser.add_argument(
         "--baseline",
         type=Path,
-        default=REPO.parent / "shared" / "bench" / "node-baseline",
+        default=NODE_BASELINE,
         help="the Node baseline's folder",
     )
     args = parser.parse_args()

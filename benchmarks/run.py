@@ -44,6 +44,7 @@ from report import (
 from servers import (
     BEFORE,
     NODE,
+    NODE_BASELINE,
     PEER_REQUIREMENTS,
     SOCKETIO,
     WEBSOCKETS,
@@ -126,7 +127,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--baseline",
         type=Path,
-        default=REPO.parent / "shared" / "bench" / "node-baseline",
+        default=NODE_BASELINE,
         help="the Node baseline's folder (skipped when missing)",
     )
     parser.add_argument(

@@ -30,6 +30,8 @@ from typing import Any
 from rendering import package_of
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vip-skeleton-bench"
+#: The Node baseline's folder in the shared kit beside this repository, the default of the scripts.
+NODE_BASELINE = Path(__file__).resolve().parent.parent.parent / "shared" / "bench" / "node-baseline"
 #: The server runs on core 0; the load generator and the health prober on core 1.
 PINNED_SERVER, PINNED_CLIENT = ["taskset", "-c", "0"], ["taskset", "-c", "1"]
 #: Where servers under test listen: below the kernel's ephemeral ports (32768 and up on Linux), so
